@@ -1,0 +1,144 @@
+"""Reading and writing U-Fuser weight files (``.safetensors``, pickle-free).
+
+The file format: a safetensors file whose tensor names are exactly the U-Fuser's
+``state_dict`` keys, with string metadata:
+
+- ``format``: ``"emmafuse.ufuser"``
+- ``config``: JSON of :class:`emmafuse.models.UFuserConfig` (channels, heads, ...)
+- any further free-form keys (training data, steps, git commit, ...) as strings.
+
+Writes go to a temporary file in the target folder and are renamed into place, so a crash
+never leaves a half-written weights file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+
+from emmafuse.models import UFuser, UFuserConfig
+
+__all__ = [
+    "FORMAT_TAG",
+    "WeightsError",
+    "save_ufuser",
+    "load_ufuser_file",
+    "build_ufuser",
+    "atomic_write",
+]
+
+FORMAT_TAG = "emmafuse.ufuser"
+
+
+class WeightsError(ValueError):
+    """A weights file is missing, corrupt, of the wrong format or fails its checksum."""
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)`` then rename the result to ``path`` (same folder, atomic)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def save_ufuser(
+    state_dict: Mapping[str, torch.Tensor],
+    path: str | os.PathLike[str],
+    config: UFuserConfig | None = None,
+    metadata: Mapping[str, object] | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write a U-Fuser ``state_dict`` as a ``.safetensors`` weights file.
+
+    Args:
+        state_dict: the network's parameters (keys as :class:`~emmafuse.models.UFuser`).
+        path: destination file.
+        config: architecture; the default U-Fuser config when omitted.
+        metadata: extra string-able facts to record (non-strings are JSON-encoded).
+        dtype: store floating tensors in this dtype (e.g. ``torch.float16`` to halve the size).
+    """
+    from safetensors.torch import save_file
+
+    config = config or UFuserConfig()
+    meta: dict[str, str] = {"format": FORMAT_TAG, "config": json.dumps(config.to_dict())}
+    for key, value in (metadata or {}).items():
+        meta[str(key)] = value if isinstance(value, str) else json.dumps(value)
+    tensors = {}
+    for key, value in state_dict.items():
+        t = value.detach().cpu()
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        tensors[key] = t.contiguous()
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def load_ufuser_file(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, torch.Tensor], UFuserConfig, dict[str, str]]:
+    """Read a weights file: returns ``(state_dict as float32, config, metadata)``.
+
+    Raises:
+        WeightsError: missing file, not a safetensors file, or not U-Fuser weights.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    if not p.is_file():
+        raise WeightsError(f"weights file not found: {p}")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(p), framework="pt") as handle:
+            meta = dict(handle.metadata() or {})
+        tensors = load_file(str(p))
+    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+        raise WeightsError(f"{p} is not a readable .safetensors file (corrupt or truncated?): {exc}") from exc
+    if meta.get("format", FORMAT_TAG) != FORMAT_TAG:
+        raise WeightsError(f"{p} holds '{meta.get('format')}', not U-Fuser weights ('{FORMAT_TAG}')")
+    try:
+        config = UFuserConfig.from_dict(json.loads(meta["config"])) if "config" in meta else UFuserConfig()
+    except (ValueError, TypeError) as exc:
+        raise WeightsError(f"{p}: invalid 'config' metadata: {exc}") from exc
+    state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    return state, config, meta
+
+
+def build_ufuser(state_dict: Mapping[str, torch.Tensor], config: UFuserConfig, source: str = "weights") -> UFuser:
+    """Instantiate a :class:`UFuser` and load ``state_dict`` strictly, with a readable error."""
+    model = UFuser(config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state_dict) if tuple(expected[k].shape) != tuple(state_dict[k].shape))
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(
+                f"{len(wrong)} with wrong shape (e.g. {k}: file {tuple(state_dict[k].shape)}, "
+                f"model {tuple(expected[k].shape)})"
+            )
+        raise WeightsError(f"{source} does not match the U-Fuser {config.channels}: " + "; ".join(parts))
+    for key, value in state_dict.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise WeightsError(f"{source}: tensor '{key}' contains NaN or Inf")
+    model.load_state_dict(dict(state_dict), strict=True)
+    return model.eval()
