@@ -1,0 +1,40 @@
+"""Shared fixtures: seeded random-weight fusers and paths to ../shared when present."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, skipping the test when it is absent (a user's fresh clone)."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs {path} (the project's shared data), which is absent")
+    return path
+
+
+@pytest.fixture(scope="session")
+def random_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded random U-Fuser weights file (speed/plumbing tests only)."""
+    from emmafuse.checkpoint import save_ufuser
+    from emmafuse.models import UFuser
+
+    torch.manual_seed(1234)
+    path = tmp_path_factory.mktemp("weights") / "random.safetensors"
+    save_ufuser(UFuser().state_dict(), path, metadata={"name": "random-test"})
+    return path
+
+
+@pytest.fixture(scope="session")
+def fuser(random_weights: Path):
+    import emmafuse
+
+    return emmafuse.load(random_weights, device="cpu")

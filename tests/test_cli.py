@@ -1,0 +1,108 @@
+"""The emmafuse command line, end to end on temporary files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from emmafuse.cli import main
+from emmafuse.samples import synthetic_pair
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+@pytest.fixture()
+def pair_files(tmp_path):
+    ir, vis = synthetic_pair(48, 64)
+    Image.fromarray(ir).save(tmp_path / "ir.png")
+    Image.fromarray(vis).save(tmp_path / "vis.jpg", quality=95)
+    return tmp_path / "ir.png", tmp_path / "vis.jpg"
+
+
+def test_fuse_files(pair_files, random_weights, tmp_path):
+    out = tmp_path / "out" / "fused.png"
+    assert main(["fuse", str(pair_files[0]), str(pair_files[1]), "-o", str(out), "--weights", str(random_weights)]) == 0
+    img = Image.open(out)
+    assert img.size == (64, 48) and img.mode == "RGB"
+    assert not list(out.parent.glob("*.part"))
+
+
+def test_fuse_16bit_gray_png(tmp_path, random_weights):
+    ir = (np.random.default_rng(0).random((40, 40)) * 65535).astype(np.uint16)
+    Image.fromarray(ir).save(tmp_path / "a.png")
+    Image.fromarray(ir[::-1].copy()).save(tmp_path / "b.png")
+    out = tmp_path / "o.png"
+    assert main(["fuse", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(out), "--weights", str(random_weights)]) == 0
+    assert np.asarray(Image.open(out)).dtype == np.uint16
+
+
+def test_fuse_folders_skips_and_reports(tmp_path, random_weights, capsys):
+    ird, visd, outd = tmp_path / "ir", tmp_path / "vi", tmp_path / "out"
+    ird.mkdir(), visd.mkdir()
+    for i in range(3):
+        ir, vis = synthetic_pair(40, 48, seed=i)
+        Image.fromarray(ir).save(ird / f"{i:02d}.png")
+        Image.fromarray(vis).save(visd / f"{i:02d}.png")
+    (ird / "03.png").write_bytes(b"not an image")
+    (visd / "03.png").write_bytes(b"not an image either")
+    Image.fromarray(ir).save(ird / "lonely.png")
+    rc = main(["fuse", "--ir-dir", str(ird), "--vis-dir", str(visd), "-o", str(outd), "--weights", str(random_weights), "-q"])
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert sorted(p.name for p in outd.iterdir()) == ["00.png", "01.png", "02.png"]
+    assert "fused 3 of 4 pairs" in captured.out
+    assert "skipped 03" in captured.err and "lonely" in captured.err
+
+
+def test_missing_weights_and_bad_args_exit_2(pair_files, tmp_path, capsys, monkeypatch):
+    from emmafuse import weights
+
+    monkeypatch.setattr(weights, "read_manifest", lambda: {"default": None, "models": {}})
+    assert main(["demo", "-o", str(tmp_path / "d.png")]) == 2
+    assert "no pretrained weights" in capsys.readouterr().err
+    assert not (tmp_path / "d.png").exists()
+    assert main(["fuse", str(pair_files[0]), "-o", str(tmp_path / "x.png"), "--weights", "w.safetensors"]) == 2
+    assert "give IR and VIS files" in capsys.readouterr().err
+
+
+def test_mismatched_pair_is_a_one_line_error(tmp_path, random_weights, capsys):
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(tmp_path / "b.png")
+    rc = main(["fuse", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(tmp_path / "o.png"), "--weights", str(random_weights)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "same height and width" in err and "Traceback" not in err
+
+
+def test_demo_writes_side_by_side_panel(tmp_path, random_weights):
+    out = tmp_path / "demo.png"
+    assert main(["demo", "-o", str(out), "--weights", str(random_weights)]) == 0
+    panel = Image.open(out)
+    ir, _ = synthetic_pair()
+    assert panel.size == (3 * ir.shape[1] + 8, ir.shape[0])
+
+
+def test_python_dash_m_is_the_same_cli(random_weights, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "emmafuse", "demo", "-o", str(tmp_path / "d.png"), "--weights", str(random_weights)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "d.png").exists()
+
+
+def test_inference_never_imports_training_code(random_weights):
+    code = (
+        "import sys, emmafuse, emmafuse.cli; "
+        f"emmafuse.load({str(random_weights)!r}); emmafuse.cli.build_parser(['fuse']); "
+        "bad=[m for m in sys.modules if m.startswith('emmafuse.train')]; assert not bad, bad"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
