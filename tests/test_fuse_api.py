@@ -195,3 +195,23 @@ def test_no_pretrained_weights_is_said_plainly(monkeypatch):
     monkeypatch.setattr(weights, "read_manifest", lambda: {"default": None, "models": {}})
     with pytest.raises(emmafuse.NoPretrainedWeightsError, match="no pretrained weights"):
         emmafuse.load()
+
+
+def test_half_precision_overflow_falls_back_to_float32(random_weights):
+    """A NaN produced under autocast triggers a float32 recomputation with a warning."""
+    fuser = emmafuse.load(random_weights, device="cpu", dtype="bfloat16")
+    real_forward = fuser.model.forward
+
+    def flaky_forward(ir, vis):
+        out = real_forward(ir, vis)
+        if torch.is_autocast_enabled("cpu"):
+            out = out.clone()
+            out[..., 0, 0] = float("nan")
+        return out
+
+    fuser.model.forward = flaky_forward
+    ir, vis = gray_u8(), gray_u8()
+    with pytest.warns(RuntimeWarning, match="recomputing"):
+        out = fuser.fuse(ir, vis)
+    reference = emmafuse.load(random_weights, device="cpu").fuse(ir, vis)
+    assert np.array_equal(out, reference)
