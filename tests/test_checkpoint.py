@@ -80,3 +80,12 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         save_ufuser(UFuser().state_dict(), tmp_path / "w.safetensors")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    import os
+
+    path = save_ufuser(UFuser().state_dict(), tmp_path / "w.safetensors")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

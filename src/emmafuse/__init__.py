@@ -36,8 +36,8 @@ def load(
         weights: a weights file path (same as passing a path as ``name_or_path``).
         device: ``"cpu"``, ``"cuda"``, ...; default CUDA when available.
         dtype: ``"float32"`` (default), ``"float16"`` or ``"bfloat16"``.
-        revision: Hub revision (branch, tag or commit) of a released model; default from the
-            manifest.
+        revision: Hub revision (branch, tag or commit) of a released model; default: the one
+            pinned by the manifest (checked against its sha256).
         cache_dir: Hugging Face cache folder (default: the standard HF cache).
         local_files_only: never touch the network (also when ``HF_HUB_OFFLINE=1``).
 
@@ -46,17 +46,25 @@ def load(
         WeightsError: missing, corrupt or mismatching weights file.
     """
     from emmafuse.checkpoint import build_ufuser, load_ufuser_file
-    from emmafuse.weights import resolve_weights
+    from emmafuse.weights import locate_weights
 
     if weights is not None and name_or_path is not None:
         raise ValueError("pass either name_or_path or weights=, not both")
-    path = resolve_weights(
+    found = locate_weights(
         weights if weights is not None else name_or_path,
         revision=revision,
         cache_dir=cache_dir,
         local_files_only=local_files_only,
     )
+    path = found.path
     state, config, meta = load_ufuser_file(path)
     model = build_ufuser(state, config, source=str(path))
-    info = {"path": str(path), "name": meta.get("name"), "metadata": meta}
+    info = {
+        "path": str(path),
+        "name": found.name or meta.get("name"),
+        "sha256": found.sha256,
+        "source": found.source,
+        "revision": found.revision,
+        "metadata": meta,
+    }
     return Fuser(model, device=device, dtype=dtype, info=info)

@@ -1,64 +1,441 @@
-"""Where weights come from: the manifest of released models and path resolution.
+"""Where weights come from: the manifest of released models, path resolution and checksums.
 
-Resolution order for :func:`resolve_weights`: an explicit file path, then a released model name
-from the manifest (``weights_manifest.json``), whose file is looked up in the Hugging Face cache,
-then in the copy embedded in the package, then downloaded from the Hub.
+Resolution order of :func:`locate_weights` (used by :func:`emmafuse.load`):
+
+1. an explicit file path (used as given; only ``.safetensors`` files, loading is pickle-free);
+2. for a released model name (``None``: the manifest's default), with the sha256 and size
+   recorded in ``weights_manifest.json``:
+
+   a. the file in the Hugging Face cache (``huggingface_hub.try_to_load_from_cache``, no network),
+   b. the copy embedded in the package (``emmafuse/weights/<embedded>``),
+   c. a download with ``huggingface_hub.hf_hub_download`` (skipped when offline:
+      ``local_files_only=True`` or ``HF_HUB_OFFLINE=1``).
+
+Every file taken from 2a-2c is checked against the manifest's sha256 the first time a process
+uses it (results are remembered by path, size and modification time, so it is hashed once).
+A mismatching cached or downloaded file is deleted from the cache and never used; a
+mismatching embedded copy is skipped. See ``docs/weights.md``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import threading
+import warnings
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from emmafuse.checkpoint import WeightsError
 
-__all__ = ["ModelEntry", "NoPretrainedWeightsError", "list_models", "read_manifest", "resolve_weights"]
+__all__ = [
+    "ChecksumMismatchError",
+    "EMBEDDED_DIR",
+    "MANIFEST_ENV",
+    "ModelEntry",
+    "NoPretrainedWeightsError",
+    "ResolvedWeights",
+    "file_sha256",
+    "get_model",
+    "list_models",
+    "locate_weights",
+    "manifest_path",
+    "read_manifest",
+    "resolve_weights",
+    "validate_manifest",
+    "verify_file",
+]
+
+#: Schema version of ``weights_manifest.json`` understood by this code.
+MANIFEST_SCHEMA = 1
+#: Environment variable naming another manifest file (maintainers and tests).
+MANIFEST_ENV = "EMMAFUSE_MANIFEST"
+#: Folder of the weights embedded in the package (package data ``weights/*.safetensors``).
+EMBEDDED_DIR = Path(__file__).resolve().parent / "weights"
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_STATUSES = ("released", "unreleased")
 
 
 class NoPretrainedWeightsError(WeightsError):
     """No weights were given and none are installed for the requested model."""
 
 
+class ChecksumMismatchError(WeightsError):
+    """A weights file's sha256 or size differs from the one recorded in the manifest."""
+
+
+# --------------------------------------------------------------------------- manifest
 @dataclass(frozen=True)
 class ModelEntry:
-    """One released model, as listed in ``weights_manifest.json``."""
+    """One model listed in ``weights_manifest.json``.
+
+    ``available`` tells whether this build can obtain its weights (released, with a checksum,
+    and embedded in the package and/or published on the Hub).
+    """
 
     name: str
     repo_id: str
     filename: str
-    sha256: str
-    revision: str = "main"
+    sha256: str = ""
+    revision: str | None = None
     size: int | None = None
     config: dict[str, Any] = field(default_factory=dict)
     embedded: str | None = None
     description: str = ""
+    status: str = "unreleased"
+    published: bool = False
+    license: str | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def available(self) -> bool:
+        return self.status == "released" and bool(self.sha256) and (self.published or bool(self.embedded))
 
-def _manifest_text() -> str:
-    return resources.files("emmafuse").joinpath("weights_manifest.json").read_text(encoding="utf-8")
+    @property
+    def hub_revision(self) -> str:
+        """The revision to fetch from the Hub (the manifest's commit, else ``main``)."""
+        return self.revision or "main"
+
+    @classmethod
+    def from_dict(cls, name: str, data: dict[str, Any]) -> ModelEntry:
+        known = {f for f in cls.__dataclass_fields__ if f not in ("name", "extra")}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        for key in ("sha256", "description"):
+            kwargs[key] = kwargs.get(key) or ""
+        for key in ("config", "training", "evaluation"):
+            kwargs[key] = dict(kwargs.get(key) or {})
+        kwargs["published"] = bool(kwargs.get("published", False))
+        return cls(name=name, extra={k: v for k, v in data.items() if k not in known}, **kwargs)
+
+
+def manifest_path() -> Path:
+    """The manifest in use: ``$EMMAFUSE_MANIFEST`` if set, else the packaged one."""
+    override = os.environ.get(MANIFEST_ENV)
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parent / "weights_manifest.json"
 
 
 def read_manifest() -> dict[str, Any]:
-    """The packaged manifest as a dict (``{"default": name|None, "models": {...}}``)."""
+    """The manifest as a dict (``{"schema": 1, "default": name|None, "models": {...}}``).
+
+    Raises:
+        WeightsError: the manifest is not readable JSON (a broken installation).
+    """
+    path = manifest_path()
     try:
-        return json.loads(_manifest_text())
-    except FileNotFoundError:  # pragma: no cover - broken installation
-        return {"default": None, "models": {}}
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if os.environ.get(MANIFEST_ENV):
+            raise WeightsError(f"{MANIFEST_ENV}={path}: no such file") from None
+        return {"schema": MANIFEST_SCHEMA, "default": None, "models": {}}  # pragma: no cover - broken install
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"weights manifest {path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("models", {}), dict):
+        raise WeightsError(f"weights manifest {path}: expected an object with a 'models' object")
+    return data
 
 
-def list_models() -> list[ModelEntry]:
-    """Released models known to this installation."""
-    known = {"repo_id", "filename", "sha256", "revision", "size", "config", "embedded", "description"}
-    entries = []
-    for name, data in read_manifest().get("models", {}).items():
-        extra = {k: v for k, v in data.items() if k not in known}
-        entries.append(ModelEntry(name=name, extra=extra, **{k: v for k, v in data.items() if k in known}))
-    return entries
+def validate_manifest(data: dict[str, Any]) -> list[str]:
+    """Problems in a manifest (empty list: valid). Used by tests and the maintainer scripts."""
+    from emmafuse.models import UFuserConfig
+
+    problems: list[str] = []
+    if data.get("schema") != MANIFEST_SCHEMA:
+        problems.append(f"schema must be {MANIFEST_SCHEMA}, got {data.get('schema')!r}")
+    models = data.get("models")
+    if not isinstance(models, dict):
+        return problems + ["'models' must be an object"]
+    default = data.get("default")
+    if default is not None and default not in models:
+        problems.append(f"default {default!r} is not a listed model")
+    for name, entry in models.items():
+        where = f"models.{name}"
+        if not isinstance(entry, dict):
+            problems.append(f"{where}: must be an object")
+            continue
+        for key in ("repo_id", "filename"):
+            if not isinstance(entry.get(key), str) or not entry.get(key):
+                problems.append(f"{where}.{key}: required string")
+        if isinstance(entry.get("repo_id"), str) and entry["repo_id"].count("/") != 1:
+            problems.append(f"{where}.repo_id: expected 'owner/name', got {entry['repo_id']!r}")
+        status = entry.get("status", "unreleased")
+        if status not in _STATUSES:
+            problems.append(f"{where}.status: one of {_STATUSES}, got {status!r}")
+        try:
+            UFuserConfig.from_dict(dict(entry.get("config") or {}))
+        except (ValueError, TypeError) as exc:
+            problems.append(f"{where}.config: {exc}")
+        embedded = entry.get("embedded")
+        plain_name = isinstance(embedded, str) and "/" not in embedded and "\\" not in embedded
+        if embedded is not None and not (plain_name and embedded.endswith(".safetensors")):
+            problems.append(f"{where}.embedded: a plain '*.safetensors' file name, got {embedded!r}")
+        revision = entry.get("revision")
+        if revision is not None and not isinstance(revision, str):
+            problems.append(f"{where}.revision: string or null")
+        if status == "released":
+            if not isinstance(entry.get("sha256"), str) or not _SHA256.fullmatch(entry["sha256"]):
+                problems.append(f"{where}.sha256: 64 lowercase hex digits required for a released model")
+            if not isinstance(entry.get("size"), int) or entry["size"] <= 0:
+                problems.append(f"{where}.size: positive integer required for a released model")
+            if not entry.get("published") and not embedded:
+                problems.append(f"{where}: a released model must be embedded and/or published")
+    return problems
+
+
+def _entries(manifest: dict[str, Any]) -> list[ModelEntry]:
+    return [ModelEntry.from_dict(name, data) for name, data in manifest.get("models", {}).items()]
+
+
+def list_models(*, include_unreleased: bool = False) -> list[ModelEntry]:
+    """Models whose weights this installation can provide (all listed ones with ``include_unreleased``)."""
+    return [e for e in _entries(read_manifest()) if include_unreleased or e.available]
+
+
+def get_model(name: str) -> ModelEntry:
+    """The manifest entry of ``name``.
+
+    Raises:
+        WeightsError: unknown name.
+    """
+    for entry in _entries(read_manifest()):
+        if entry.name == name:
+            return entry
+    known = sorted(e.name for e in _entries(read_manifest()))
+    raise WeightsError(f"unknown model '{name}' (and no such file); known models: {', '.join(known) or 'none'}")
+
+
+# --------------------------------------------------------------------------- checksums
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+_HASH_LOCK = threading.Lock()
+
+
+def _hash_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file, remembered per process by (real path, size, mtime)."""
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    key = (real, st.st_size, st.st_mtime_ns)
+    with _HASH_LOCK:
+        known = _HASH_CACHE.get(key)
+    if known is None:
+        known = _hash_file(real)
+        with _HASH_LOCK:
+            _HASH_CACHE[key] = known
+    return known
+
+
+def verify_file(path: str | os.PathLike[str], sha256: str, size: int | None = None, *, what: str = "") -> str:
+    """Check a file's size and sha256; returns the sha256.
+
+    Raises:
+        ChecksumMismatchError: size or sha256 differ.
+    """
+    label = what or str(path)
+    actual_size = os.stat(path).st_size
+    if size is not None and actual_size != size:
+        raise ChecksumMismatchError(f"{label}: size {actual_size} bytes, expected {size} (truncated or wrong file)")
+    actual = file_sha256(path)
+    if actual != sha256.lower():
+        raise ChecksumMismatchError(f"{label}: sha256 {actual}, expected {sha256.lower()} (corrupt or wrong file)")
+    return actual
+
+
+# --------------------------------------------------------------------------- resolution
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """A local weights file and where it came from.
+
+    ``source``: ``"path"`` (given by the caller), ``"cache"`` (Hugging Face cache),
+    ``"embedded"`` (package copy) or ``"download"``.
+    """
+
+    path: Path
+    source: str
+    sha256: str
+    name: str | None = None
+    revision: str | None = None
+
+
+_NO_DEFAULT_MESSAGE = (
+    "no pretrained weights are installed in this emmafuse build yet. Pass a weights file: "
+    "emmafuse.load('path/to/weights.safetensors') (CLI: --weights PATH); official EMMA.pth "
+    "checkpoints can be converted with 'emmafuse convert'."
+)
+
+
+def _explicit_path(value: str | os.PathLike[str]) -> Path | None:
+    candidate = Path(value)
+    text = os.fspath(value)
+    looks_like_path = (
+        isinstance(value, os.PathLike)
+        or candidate.suffix in (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+        or "/" in text
+        or "\\" in text
+        or candidate.exists()
+    )
+    return candidate if looks_like_path else None
+
+
+def _resolve_path(path: Path) -> ResolvedWeights:
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    if path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
+        raise WeightsError(
+            f"{path} looks like a PyTorch pickle checkpoint; emmafuse only loads .safetensors files "
+            f"(no pickle). Convert it once: emmafuse convert {path} {path.with_suffix('.safetensors')}"
+        )
+    return ResolvedWeights(path=path, source="path", sha256=file_sha256(path))
+
+
+def locate_weights(
+    name_or_path: str | os.PathLike[str] | None = None,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    local_files_only: bool = False,
+) -> ResolvedWeights:
+    """Find a verified local weights file for a path or a released model name.
+
+    Args:
+        name_or_path: a ``.safetensors`` file, a model name from the manifest, or ``None`` for
+            the manifest's default model.
+        revision: Hub revision. The manifest's own revision (or ``None``) is pinned by its
+            sha256; any other revision skips the embedded copy and is checked only against the
+            sha256 the Hub reports for the file (with a warning).
+        cache_dir: Hugging Face cache folder (default: the standard cache, ``HF_HOME``).
+        local_files_only: never use the network (also implied by ``HF_HUB_OFFLINE=1``).
+
+    Raises:
+        NoPretrainedWeightsError: the model has no released weights in this build.
+        ChecksumMismatchError: the only available copy failed its checksum.
+        WeightsError: unknown name, missing file, offline and not cached, download failure.
+    """
+    if name_or_path is not None:
+        explicit = _explicit_path(name_or_path)
+        if explicit is not None:
+            return _resolve_path(explicit)
+        name = os.fspath(name_or_path)
+    else:
+        default = read_manifest().get("default")
+        if not default:
+            raise NoPretrainedWeightsError(_NO_DEFAULT_MESSAGE)
+        name = str(default)
+        if not get_model(name).available:
+            raise NoPretrainedWeightsError(_NO_DEFAULT_MESSAGE)
+    entry = get_model(name)
+    if not entry.available:
+        raise NoPretrainedWeightsError(
+            f"model '{name}' has no released weights in this emmafuse build yet. Pass a weights file: "
+            "emmafuse.load('path/to/weights.safetensors'); official EMMA.pth checkpoints can be "
+            "converted with 'emmafuse convert'."
+        )
+    return _locate_released(entry, revision, cache_dir, local_files_only)
+
+
+def _locate_released(
+    entry: ModelEntry,
+    revision: str | None,
+    cache_dir: str | os.PathLike[str] | None,
+    local_files_only: bool,
+) -> ResolvedWeights:
+    from emmafuse import hub
+
+    rev = revision or entry.hub_revision
+    pinned = revision is None or revision == entry.hub_revision
+    offline = local_files_only or hub.is_offline()
+    problems: list[str] = []
+    mismatched = False  # some copy failed its checksum: report it as ChecksumMismatchError
+    force_download = False
+
+    def check(path: Path, what: str) -> str:
+        if pinned:
+            return verify_file(path, entry.sha256, entry.size, what=what)
+        reported = hub.blob_sha256(path)
+        if reported is None:
+            warnings.warn(
+                f"{what}: revision '{rev}' is not the one pinned by this emmafuse release and the Hub "
+                "reported no sha256 for it; the file is used unverified",
+                stacklevel=4,
+            )
+            return file_sha256(path)
+        warnings.warn(
+            f"revision '{rev}' of {entry.name} is not pinned by this emmafuse release; "
+            "checking it only against the sha256 reported by the Hub",
+            stacklevel=4,
+        )
+        return verify_file(path, reported, what=what)
+
+    # a. Hugging Face cache (no network)
+    if entry.published:
+        cached = hub.cached_file(entry.repo_id, entry.filename, rev, cache_dir)
+        if cached is not None:
+            what = f"cached {entry.repo_id}/{entry.filename} ({cached})"
+            try:
+                digest = check(cached, what)
+                return ResolvedWeights(cached, "cache", digest, entry.name, rev)
+            except ChecksumMismatchError as exc:
+                removed = hub.evict(cached)
+                force_download = not removed
+                mismatched = True
+                problems.append(f"{exc}; {'deleted from the cache' if removed else 'ignored'}")
+
+    # b. copy embedded in the package (it is the manifest's revision)
+    if pinned and entry.embedded:
+        embedded = EMBEDDED_DIR / entry.embedded
+        if embedded.is_file():
+            try:
+                digest = check(embedded, f"embedded copy {embedded}")
+                return ResolvedWeights(embedded, "embedded", digest, entry.name, entry.revision)
+            except ChecksumMismatchError as exc:
+                mismatched = True
+                problems.append(f"{exc}; skipped (damaged installation? reinstall emmafuse)")
+        else:
+            problems.append(f"embedded copy {embedded} is missing from this installation")
+
+    notes = "".join(f"\n  - {p}" for p in problems)
+    error = ChecksumMismatchError if mismatched else WeightsError
+    # c. download
+    if not entry.published:
+        raise error(f"weights of '{entry.name}' are not available (they are not on the Hub):{notes}")
+    if offline:
+        why = "local_files_only=True" if local_files_only else "HF_HUB_OFFLINE is set"
+        raise error(
+            f"weights of '{entry.name}' ({entry.repo_id}/{entry.filename}, revision {rev}) are not in the "
+            f"Hugging Face cache{' or the package' if pinned and entry.embedded else ''} and downloading is "
+            f"disabled ({why}). Run once with network access, or pass a local .safetensors file.{notes}"
+        )
+    try:
+        path = hub.download(entry.repo_id, entry.filename, rev, cache_dir, force=force_download)
+    except WeightsError as exc:
+        if not problems:
+            raise
+        raise error(f"{exc}{notes}") from exc
+    what = f"downloaded {entry.repo_id}/{entry.filename} (revision {rev})"
+    try:
+        digest = check(path, what)
+    except ChecksumMismatchError as exc:
+        removed = hub.evict(path)
+        raise ChecksumMismatchError(
+            f"{exc}. The file was {'deleted from the cache' if removed else 'left in the cache but not used'}; "
+            f"the Hub copy differs from the one this emmafuse release expects.{notes}"
+        ) from None
+    return ResolvedWeights(path, "download", digest, entry.name, rev)
 
 
 def resolve_weights(
@@ -68,27 +445,7 @@ def resolve_weights(
     cache_dir: str | os.PathLike[str] | None = None,
     local_files_only: bool = False,
 ) -> Path:
-    """Return a local weights file for a path or a released model name.
-
-    Raises:
-        NoPretrainedWeightsError: nothing given and no pretrained weights are installed.
-        WeightsError: an unknown name or a missing file.
-    """
-    if name_or_path is not None:
-        candidate = Path(name_or_path)
-        if candidate.suffix in (".safetensors", ".pth", ".pt") or candidate.exists():
-            if not candidate.is_file():
-                raise WeightsError(f"weights file not found: {candidate}")
-            return candidate
-    manifest = read_manifest()
-    name = str(name_or_path) if name_or_path is not None else manifest.get("default")
-    if not name:
-        raise NoPretrainedWeightsError(
-            "no pretrained weights are installed in this emmafuse build yet. Pass a weights file: "
-            "emmafuse.load('path/to/weights.safetensors') (CLI: --weights PATH); official EMMA.pth "
-            "checkpoints can be converted with 'emmafuse convert'."
-        )
-    models = manifest.get("models", {})
-    if name not in models:
-        raise WeightsError(f"unknown model '{name}'; known models: {sorted(models) or 'none'}")
-    raise NoPretrainedWeightsError(f"model '{name}' is listed but its weights are not available")
+    """Like :func:`locate_weights`, returning only the local file."""
+    return locate_weights(
+        name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
+    ).path

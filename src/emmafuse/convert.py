@@ -1,0 +1,206 @@
+"""Convert the EMMA authors' PyTorch checkpoints to pickle-free ``.safetensors`` files.
+
+- ``kind="ufuser"``: the released fusion network (``EMMA.pth``), a plain ``state_dict``
+  (``module.``-prefixed keys and ``{"state_dict": ...}`` / ``{"model": ...}`` wrappers are
+  accepted). It is validated strictly against :class:`~emmafuse.models.UFuser` (architecture
+  inferred from the tensor shapes) and written in emmafuse's weights format.
+- ``kind="sensing"``: the official UNet5 sensing networks (``Ai.pth``, ``Av.pth``) used to
+  train the U-Fuser; any tensor ``state_dict`` (BatchNorm buffers included) is copied with the
+  format tag ``"emmafuse.sensing"``.
+
+The checkpoint is read with ``torch.load(weights_only=True)``: files containing anything but
+tensors and plain containers are refused, never unpickled. The output is written atomically
+with the source file name and sha256 in its metadata.
+
+CLI: ``emmafuse convert EMMA.pth emma.safetensors`` and
+``emmafuse convert --kind sensing Ai.pth Ai.safetensors``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from emmafuse.checkpoint import WeightsError, atomic_write, build_ufuser, save_ufuser
+
+__all__ = ["SENSING_FORMAT_TAG", "KINDS", "convert_checkpoint", "read_torch_checkpoint", "add_convert_command"]
+
+SENSING_FORMAT_TAG = "emmafuse.sensing"
+KINDS = ("ufuser", "sensing")
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if not text:
+        return f"{type(exc).__name__} (empty or truncated file?)"
+    return f"{type(exc).__name__}: {text.splitlines()[0]}"
+
+
+def read_torch_checkpoint(src: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a ``.pth`` state dict safely (``weights_only=True``), unwrapped and de-prefixed.
+
+    Raises:
+        WeightsError: not a file, not a PyTorch checkpoint, non-tensor content, no tensors.
+    """
+    path = Path(src)
+    if not path.is_file():
+        raise WeightsError(f"{path}: not a file")
+    try:
+        obj: Any = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only load failed" not in str(exc).lower():
+            raise WeightsError(f"{path} is not a readable PyTorch checkpoint: {_first_line(exc)}") from exc
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if found is None:
+            detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(exc))
+            raise WeightsError(
+                f"{path} is not a readable PyTorch checkpoint, or holds pickle content that "
+                f"torch.load(weights_only=True) refuses{f' ({detail.group(1).strip()})' if detail else ''}"
+            ) from exc
+        raise WeightsError(
+            f"{path} contains Python objects other than tensors (e.g. {found.group(1)}), so it was "
+            "not loaded: emmafuse reads checkpoints with torch.load(weights_only=True) and never "
+            "unpickles code. Re-save it as a plain state_dict: torch.save(model.state_dict(), path)"
+        ) from exc
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
+        raise WeightsError(f"{path} is not a readable PyTorch checkpoint: {_first_line(exc)}") from exc
+
+    for _ in range(3):  # {"model": {"state_dict": {...}}} and similar
+        if isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+            inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+            if inner is None:
+                break
+            obj = inner
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state_dict (a mapping of names to tensors)")
+    non_tensors = sorted(str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor))
+    if non_tensors:
+        raise WeightsError(
+            f"{path}: not a plain state_dict; {len(non_tensors)} entries are not tensors "
+            f"(e.g. '{non_tensors[0]}'); expected only parameter tensors"
+        )
+    if not obj:
+        raise WeightsError(f"{path} holds no tensors")
+    state = {str(k): v for k, v in obj.items()}
+    for prefix in ("module.", "_orig_mod."):  # DataParallel / torch.compile
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+def _infer_ufuser_config(state: Mapping[str, torch.Tensor]) -> Any:
+    """The U-Fuser architecture implied by the tensor shapes (default config when unclear)."""
+    from emmafuse.models import UFuserConfig
+
+    try:
+        channels = tuple(int(state[f"V_en_{i}.embed.weight"].shape[0]) for i in range(1, 5))
+        in_channels = int(state["V_en_1.embed.weight"].shape[1])
+        num_heads = int(state["V_en_1.GlobalFeature.attn.scale"].shape[0])
+        return UFuserConfig(channels=channels, num_heads=num_heads, in_channels=in_channels)  # type: ignore[arg-type]
+    except (KeyError, IndexError, ValueError, TypeError):
+        return UFuserConfig()
+
+
+def _source_metadata(src: Path) -> dict[str, str]:
+    from emmafuse import __version__
+    from emmafuse.weights import file_sha256
+
+    return {
+        "source_file": src.name,
+        "source_sha256": file_sha256(src),
+        "converted_by": f"emmafuse {__version__} convert",
+    }
+
+
+def convert_checkpoint(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str] | None = None,
+    kind: str = "ufuser",
+    *,
+    dtype: torch.dtype | None = None,
+    metadata: Mapping[str, object] | None = None,
+) -> Path:
+    """Convert a PyTorch checkpoint to a ``.safetensors`` file; returns the written path.
+
+    Args:
+        src: the ``.pth`` file.
+        dst: output file (default: ``src`` with the suffix ``.safetensors``).
+        kind: ``"ufuser"`` (EMMA.pth, validated against the U-Fuser) or ``"sensing"``
+            (UNet5 ``Ai.pth`` / ``Av.pth``).
+        dtype: store floating tensors in this dtype (e.g. ``torch.float16``); default unchanged.
+        metadata: extra facts stored in the file (strings; other values are JSON-encoded).
+
+    Raises:
+        WeightsError: unreadable or unsafe checkpoint, keys or shapes that do not match.
+        ValueError: unknown ``kind``, or ``dst`` is ``src``.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    src_path = Path(src)
+    dst_path = Path(dst) if dst is not None else src_path.with_suffix(".safetensors")
+    if dst_path.exists() and src_path.exists() and dst_path.resolve() == src_path.resolve():
+        raise ValueError(f"output {dst_path} would overwrite the input checkpoint")
+    state = read_torch_checkpoint(src_path)
+    meta: dict[str, object] = {**_source_metadata(src_path), **dict(metadata or {})}
+
+    if kind == "ufuser":
+        config = _infer_ufuser_config(state)
+        build_ufuser(state, config, source=str(src_path))  # strict keys/shapes + finite values
+        return save_ufuser(state, dst_path, config, metadata=meta, dtype=dtype)
+
+    import json
+
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for key, value in state.items():
+        t = value.detach().cpu()
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        tensors[key] = t.contiguous().clone()  # clone: safetensors refuses shared storage
+    text_meta = {"format": SENSING_FORMAT_TAG, "architecture": "UNet5"}
+    for key, value in meta.items():
+        text_meta[str(key)] = value if isinstance(value, str) else json.dumps(value)
+    return atomic_write(dst_path, lambda tmp: save_file(tensors, tmp, metadata=text_meta))
+
+
+# --------------------------------------------------------------------------- CLI
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from emmafuse.cli import CliError
+
+    dtype = torch.float16 if args.fp16 else None
+    try:
+        out = convert_checkpoint(args.src, args.dst, kind=args.kind, dtype=dtype)
+    except (WeightsError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    from emmafuse.weights import file_sha256
+
+    print(f"wrote {out} ({out.stat().st_size} bytes, sha256 {file_sha256(out)})")
+    return 0
+
+
+def add_convert_command(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``emmafuse convert`` on an ``argparse`` sub-parsers object."""
+    p = subparsers.add_parser(
+        "convert",
+        help="convert an official EMMA .pth checkpoint to .safetensors",
+        description=(
+            "Convert the EMMA authors' PyTorch checkpoint (EMMA.pth, or with --kind sensing the UNet5 "
+            "Ai.pth / Av.pth) to a pickle-free .safetensors file. The checkpoint is read with "
+            "torch.load(weights_only=True) and validated before anything is written."
+        ),
+    )
+    p.add_argument("src", help="input .pth checkpoint")
+    p.add_argument("dst", nargs="?", help="output .safetensors file (default: SRC with suffix .safetensors)")
+    p.add_argument("--kind", choices=KINDS, default="ufuser", help="ufuser (EMMA.pth, default) or sensing (Ai/Av.pth)")
+    p.add_argument("--fp16", action="store_true", help="store floating tensors as float16 (half the size)")
+    p.set_defaults(func=_cmd_convert)
+    return p
