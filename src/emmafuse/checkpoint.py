@@ -34,6 +34,10 @@ __all__ = [
 
 FORMAT_TAG = "emmafuse.ufuser"
 
+# Read once at import (os.umask can only be read by setting it, which is not thread-safe).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 class WeightsError(ValueError):
     """A weights file is missing, corrupt, of the wrong format or fails its checksum."""
@@ -48,9 +52,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
     try:
         write(tmp)
         # mkstemp creates 0600; give the file the permissions a plain open() would
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

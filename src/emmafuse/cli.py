@@ -136,11 +136,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_models(args: argparse.Namespace) -> int:
     import emmafuse
 
-    models = emmafuse.list_models()
+    models = emmafuse.list_models(include_unreleased=True)
     if not models:
-        print("no released models are listed in this build")
+        print("no models are listed in this build")
     for m in models:
-        print(f"{m.name:12s} {m.repo_id}/{m.filename}  sha256={m.sha256[:12]}  {m.description}")
+        where = ", ".join(w for w, ok in (("embedded", m.embedded), ("hub", m.published)) if ok) or "-"
+        state = "available" if m.available else m.status
+        print(f"{m.name:10s} {state:11s} {where:14s} {m.repo_id}  {m.description}")
     return 0
 
 
