@@ -106,3 +106,9 @@ def test_inference_never_imports_training_code(random_weights):
     env = {**os.environ, "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_models_lists_the_manifest(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "emma-ivf" in out
