@@ -1,0 +1,204 @@
+"""``emmafuse train ...``: the command-line front end of :mod:`emmafuse.train`.
+
+The main ``emmafuse`` CLI imports this module only when the user runs ``emmafuse train``
+and calls :func:`add_train_command`. ``python -m emmafuse.train`` (and
+``torchrun ... -m emmafuse.train``) run the same commands without the main CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_train_command", "build_parser", "main"]
+
+# flag -> (config path, type, help)
+_FLAGS: dict[str, tuple[str, Any, str]] = {
+    "--ir": ("data.ir_dir", str, "folder of infrared (or CT/PET/SPECT) images"),
+    "--vis": ("data.vis_dir", str, "folder of visible (or MRI) images, paired by file name"),
+    "--out": ("out_dir", str, "run folder (checkpoints, logs, exported weights); default runs/emma"),
+    "--device": ("device", str, "auto (default), cpu, cuda, cuda:1, ..."),
+    "--seed": ("seed", int, "random seed (default 0)"),
+    "--workers": ("data.workers", int, "DataLoader worker processes (default 4)"),
+    "--crop": ("data.crop", int, "training patch side, multiple of 16 (default 128)"),
+    "--val-pairs": ("data.val_pairs", int, "pairs held out for validation (default 10)"),
+    "--pseudo-gt": ("sensing.pseudo_gt", str, "pseudo-GT sources, comma separated: laplacian, gff, bootstrap, folder:DIR, fuser:WEIGHTS (default laplacian,gff)"),
+    "--sensing-base": ("sensing.base", int, "sensing U-Net base width (default 16; official 64)"),
+    "--sensing-steps": ("sensing.steps", int, "stage II steps (default 1500)"),
+    "--sensing-batch": ("sensing.batch", int, "stage II patches per step and process (default 64)"),
+    "--fuser-steps": ("fuser.steps", int, "stage III steps (default 1200)"),
+    "--fuser-batch": ("fuser.batch", int, "stage III patches per step and process (default 32)"),
+    "--lr": ("fuser.lr", float, "stage III learning rate (default 1e-4)"),
+    "--alpha1": ("fuser.alpha1", float, "weight of the visible sensing term (default 1)"),
+    "--alpha2": ("fuser.alpha2", float, "weight of the equivariance term (default 0.1)"),
+    "--transforms": ("fuser.transforms_per_sample", int, "group elements sampled per patch and step (default 1)"),
+    "--rotation": ("fuser.rotation", str, "arbitrary (default) or rot90"),
+    "--init": ("fuser.init", str, "fine-tune from these U-Fuser .safetensors weights"),
+}
+_SWITCHES: dict[str, tuple[str, bool, str]] = {
+    "--channels-last": ("channels_last", True, "channels_last memory format"),
+    "--no-amp": ("amp", False, "disable bf16 autocast on CUDA"),
+    "--compile": ("compile", True, "torch.compile the U-Fuser in stage III"),
+    "--no-progress": ("progress", False, "no progress bars"),
+}
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    for flag, (_, typ, help_) in _FLAGS.items():
+        p.add_argument(flag, type=typ, default=None, help=help_)
+    for flag, (_, _, help_) in _SWITCHES.items():
+        p.add_argument(flag, action="store_true", default=None, help=help_)
+    p.add_argument("--config", type=Path, default=None, help="JSON config (see `emmafuse train defaults`)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="set any config field, e.g. --set fuser.lr_step=200 (repeatable)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    group.add_argument("--overwrite", action="store_true", help="delete the run in --out and start again")
+
+
+def add_train_command(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``train`` (with sub-commands) on an argparse sub-parsers object."""
+    train = subparsers.add_parser(
+        "train",
+        help="train or fine-tune a U-Fuser on your own image pairs (EMMA recipe)",
+        description="Train EMMA: stage II sensing nets A_i/A_v, stage III equivariant U-Fuser, export .safetensors.",
+    )
+    sub = train.add_subparsers(dest="train_command", metavar="{all,sensing,fuser,export,defaults}")
+    sub.required = True
+
+    p = sub.add_parser("all", help="all stages, then export <out>/fuser.safetensors")
+    _add_run_options(p)
+    p.add_argument("--export", type=Path, default=None, help="where to write the weights (default <out>/fuser.safetensors)")
+    p.set_defaults(func=_cmd_all)
+
+    p = sub.add_parser("sensing", help="stage II only: train the pseudo sensing modules")
+    _add_run_options(p)
+    p.set_defaults(func=_cmd_sensing)
+
+    p = sub.add_parser("fuser", help="stage III only: equivariant U-Fuser training with frozen sensing nets")
+    _add_run_options(p)
+    p.add_argument("--sensing", type=Path, default=None, help="sensing folder (default <out>/sensing/final)")
+    p.add_argument("--export", type=Path, default=None, help="where to write the weights (default <out>/fuser.safetensors)")
+    p.set_defaults(func=_cmd_fuser)
+
+    p = sub.add_parser("export", help="export the finished fuser of a run folder to .safetensors")
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    p.add_argument("--to", type=Path, default=None, help="destination (default <out>/fuser.safetensors)")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("defaults", help="print the default configuration as JSON")
+    p.set_defaults(func=_cmd_defaults)
+    return train
+
+
+def _build_config(args: argparse.Namespace):  # -> TrainConfig
+    from emmafuse.train.config import ConfigError, TrainConfig
+
+    cfg = TrainConfig()
+    if args.config is not None:
+        cfg = TrainConfig.load(args.config)
+    elif args.resume:
+        saved = Path(args.out or cfg.out_dir) / "config.json"
+        if saved.is_file():
+            cfg = TrainConfig.load(saved)
+    for flag, (key, _, _) in _FLAGS.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            cfg.override(key, value)
+    for flag, (key, value, _) in _SWITCHES.items():
+        if getattr(args, flag[2:].replace("-", "_")):
+            cfg.override(key, value)
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        cfg.override(key.strip(), value)
+    cfg.validate()
+    if not cfg.data.ir_dir or not cfg.data.vis_dir:
+        raise ConfigError("name the training pairs with --ir DIR --vis DIR (or in --config)")
+    return cfg
+
+
+def _run(args: argparse.Namespace, action: Any) -> int:
+    from emmafuse.checkpoint import WeightsError
+    from emmafuse.train.ckpt_io import CheckpointError
+    from emmafuse.train.config import ConfigError
+    from emmafuse.train.data import DataError
+    from emmafuse.train.trainer import RunFolderError, Trainer
+
+    trainer = None
+    try:
+        cfg = _build_config(args)
+        trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite)
+        action(trainer)
+        return 0
+    except (ConfigError, DataError, RunFolderError, CheckpointError, WeightsError, FileNotFoundError) as exc:
+        print(f"emmafuse train: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("emmafuse train: interrupted; continue with --resume", file=sys.stderr)
+        return 130
+    finally:
+        if trainer is not None:
+            trainer.close()
+
+
+def _cmd_all(args: argparse.Namespace) -> int:
+    return _run(args, lambda t: print(t.run_all(args.export)))
+
+
+def _cmd_sensing(args: argparse.Namespace) -> int:
+    return _run(args, lambda t: t.train_sensing())
+
+
+def _cmd_fuser(args: argparse.Namespace) -> int:
+    def action(t: Any) -> None:
+        t.train_fuser(args.sensing)
+        print(t.export(args.export))
+
+    return _run(args, action)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from emmafuse.train.ckpt_io import CheckpointError
+    from emmafuse.train.export import export_run
+
+    try:
+        print(export_run(args.out, args.to))
+        return 0
+    except (CheckpointError, FileNotFoundError) as exc:
+        print(f"emmafuse train: error: {exc} (has the fuser stage finished?)", file=sys.stderr)
+        return 2
+
+
+def _cmd_defaults(args: argparse.Namespace) -> int:
+    from emmafuse.train.config import TrainConfig
+
+    print(json.dumps(TrainConfig().to_dict(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A stand-alone parser whose only command is ``train`` (used by ``python -m emmafuse.train``)."""
+    parser = argparse.ArgumentParser(prog="emmafuse")
+    subparsers = parser.add_subparsers(dest="command")
+    subparsers.required = True
+    add_train_command(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m emmafuse.train all --ir ... --vis ...`` (the ``train`` word is optional)."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or args_list[0] != "train":
+        args_list.insert(0, "train")
+    args = build_parser().parse_args(args_list)
+    return int(args.func(args))

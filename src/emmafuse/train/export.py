@@ -1,0 +1,78 @@
+"""Export a trained U-Fuser to the inference ``.safetensors`` format, with provenance metadata.
+
+Metadata keys written besides the format's own ``format``/``config``: ``producer``,
+``train_config`` (the full TrainConfig), ``data`` (folders, pair counts, a hash of the
+training stems, the held-out stems), ``steps`` (per stage), ``pseudo_gt``, ``init``,
+``git_commit``, ``torch``, ``created``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from emmafuse.checkpoint import save_ufuser
+from emmafuse.models import UFuser, UFuserConfig
+from emmafuse.train import ckpt_io
+
+__all__ = ["git_commit", "export_fuser", "export_run"]
+
+
+def git_commit(start: str | os.PathLike[str] | None = None) -> str:
+    """``git describe --always --dirty`` of the emmafuse source tree, or ``"unknown"``."""
+    where = Path(start) if start is not None else Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            cwd=where, capture_output=True, text=True, timeout=10, check=True,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def export_fuser(fuser: UFuser, path: str | os.PathLike[str], metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write ``fuser`` with :func:`emmafuse.checkpoint.save_ufuser` (float32) plus provenance."""
+    meta: dict[str, Any] = {
+        "producer": "emmafuse.train",
+        "git_commit": git_commit(),
+        "torch": torch.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    meta.update(metadata or {})
+    if "config" in meta:
+        raise ValueError("'config' is reserved for the U-Fuser architecture; use 'train_config'")
+    state = {k: v.detach().float() if v.is_floating_point() else v for k, v in fuser.state_dict().items()}
+    return save_ufuser(state, path, config=fuser.config, metadata=meta)
+
+
+def export_run(run_dir: str | os.PathLike[str], path: str | os.PathLike[str] | None = None) -> Path:
+    """Export the finished fuser stage of a run folder (default ``<run>/fuser.safetensors``)."""
+    run = Path(run_dir)
+    final = run / "fuser" / "final"
+    state = ckpt_io.load_state(final)
+    cfg = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    channels = tuple(state["meta"].get("channels", cfg["fuser"]["channels"]))
+    fuser = UFuser(UFuserConfig(channels=channels, num_heads=int(cfg["fuser"]["num_heads"])))  # type: ignore[arg-type]
+    fuser.load_state_dict(state["models"]["fuser"])
+    steps = {}
+    for stage in ("bootstrap", "sensing", "fuser"):
+        if (run / stage / "final" / ckpt_io.MANIFEST).is_file():
+            steps[stage] = int(ckpt_io.load_state(run / stage / "final")["meta"]["steps"])
+    data_file = run / "data.json"
+    data = json.loads(data_file.read_text(encoding="utf-8")) if data_file.is_file() else {}
+    meta = {
+        "train_config": cfg,
+        "data": {"ir_dir": cfg["data"]["ir_dir"], "vis_dir": cfg["data"]["vis_dir"], **data},
+        "steps": steps,
+        "pseudo_gt": cfg["sensing"]["pseudo_gt"],
+        "init": cfg["fuser"]["init"],
+    }
+    return export_fuser(fuser, path if path is not None else run / "fuser.safetensors", meta)

@@ -1,0 +1,288 @@
+"""Pseudo ground truth for the sensing modules A_i, A_v.
+
+The paper trains A_i (fused -> infrared) and A_v (fused -> visible) on the fused images of
+nine published methods, mixed. Those images do not exist for new training pairs, so the
+source is pluggable; several sources are mixed per sample like the paper's nine methods.
+
+Source specs (``sensing.pseudo_gt`` / ``--pseudo-gt``, comma separated):
+
+- ``laplacian``: Laplacian-pyramid fusion, max-abs detail selection, averaged base.
+- ``gff``: guided-filtering fusion (Li, Kang & Hu, TIP 2013), a saliency-weighted two-scale rule.
+- ``folder:PATH``: your own fused images, one per pair, matched by file stem.
+- ``fuser:PATH``: a U-Fuser weights file (e.g. released EMMA weights) fuses the pairs.
+- ``bootstrap``: a U-Fuser first trained here with a conventional loss (intensity max +
+  gradient max L1, the paper's Exp. II idea); see :mod:`emmafuse.train.stages`.
+
+Default: ``laplacian,gff`` (no extra training, no external files, deterministic).
+All sources fuse *whole images* once, before training, on the training device.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from emmafuse.train.data import DataError, PairStore, list_images, read_gray
+
+__all__ = [
+    "PseudoGTSource",
+    "LaplacianPyramidFusion",
+    "GuidedFilterFusion",
+    "FolderPseudoGT",
+    "FuserPseudoGT",
+    "parse_sources",
+    "fill_pseudo_gt",
+    "box_mean",
+    "guided_filter",
+]
+
+
+class PseudoGTSource(ABC):
+    """Produces a pseudo fused image for one registered pair."""
+
+    name: str = "source"
+
+    @abstractmethod
+    def fuse(self, ir: torch.Tensor, vis: torch.Tensor, stem: str) -> torch.Tensor:
+        """Fuse ``(1, 1, H, W)`` images in [0, 1] into one ``(1, 1, H, W)`` image in [0, 1]."""
+
+    def check(self, stems: Sequence[str]) -> None:  # noqa: B027 - optional hook
+        """Raise :class:`DataError` early if the source cannot serve these pairs."""
+
+
+# ----------------------------------------------------------------------------- filters
+def _pad(x: torch.Tensor, r: int) -> torch.Tensor:
+    return F.pad(x, (r, r, r, r), mode="replicate")
+
+
+def _separable(x: torch.Tensor, k1d: torch.Tensor) -> torch.Tensor:
+    r = k1d.numel() // 2
+    k = k1d.to(x)
+    x = F.conv2d(_pad(x, r), k.view(1, 1, 1, -1).expand(x.shape[1], 1, 1, -1).contiguous(), groups=x.shape[1])
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(x.shape[1], 1, -1, 1).contiguous(), groups=x.shape[1])
+
+
+def _gaussian_1d(radius: int, sigma: float) -> torch.Tensor:
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    return (k / k.sum()).float()
+
+
+def _mean_1d(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    """Mean over a ``2r+1`` window clipped at the borders (integral image: O(1) per pixel)."""
+    n = x.shape[dim]
+    c = torch.cumsum(x.double(), dim)
+    c = torch.cat([torch.zeros_like(c.narrow(dim, 0, 1)), c], dim)
+    idx = torch.arange(n, device=x.device)
+    hi = (idx + r + 1).clamp(max=n)
+    lo = (idx - r).clamp(min=0)
+    s = c.index_select(dim, hi) - c.index_select(dim, lo)
+    shape = [1] * x.dim()
+    shape[dim] = n
+    return (s / (hi - lo).double().view(shape)).to(x.dtype)
+
+
+def box_mean(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Mean filter of radius ``r`` with border-clipped windows, on ``(N, C, H, W)``."""
+    return _mean_1d(_mean_1d(x, r, -2), r, -1)
+
+
+def guided_filter(guide: torch.Tensor, src: torch.Tensor, r: int, eps: float) -> torch.Tensor:
+    """He et al.'s guided filter (gray guide)."""
+    mean_i, mean_p = box_mean(guide, r), box_mean(src, r)
+    cov = box_mean(guide * src, r) - mean_i * mean_p
+    var = box_mean(guide * guide, r) - mean_i * mean_i
+    a = cov / (var + eps)
+    b = mean_p - a * mean_i
+    return box_mean(a, r) * guide + box_mean(b, r)
+
+
+# ------------------------------------------------------------------------- rule sources
+class LaplacianPyramidFusion(PseudoGTSource):
+    """Burt-Adelson pyramid fusion: keep the larger-magnitude detail coefficient, average the base."""
+
+    name = "laplacian"
+
+    def __init__(self, levels: int = 4) -> None:
+        self.levels = levels
+        self._kernel = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
+
+    def _down(self, x: torch.Tensor) -> torch.Tensor:
+        return _separable(x, self._kernel)[..., ::2, ::2]
+
+    @staticmethod
+    def _up(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Laplacian pyramid, finest first; the last entry is the Gaussian base."""
+        # keep the coarsest level at least 8 pixels on its short side
+        levels = max(1, min(self.levels, int(math.log2(max(min(x.shape[-2:]), 1) / 8)) + 1))
+        out, g = [], x
+        for _ in range(levels - 1):
+            d = self._down(g)
+            out.append(g - self._up(d, g.shape[-2:]))
+            g = d
+        out.append(g)
+        return out
+
+    def reconstruct(self, pyr: Sequence[torch.Tensor]) -> torch.Tensor:
+        g = pyr[-1]
+        for lap in reversed(pyr[:-1]):
+            g = lap + self._up(g, lap.shape[-2:])
+        return g
+
+    def fuse(self, ir: torch.Tensor, vis: torch.Tensor, stem: str = "") -> torch.Tensor:
+        pa, pb = self.pyramid(ir.float()), self.pyramid(vis.float())
+        fused = [torch.where(a.abs() >= b.abs(), a, b) for a, b in zip(pa[:-1], pb[:-1])]
+        fused.append((pa[-1] + pb[-1]) / 2)
+        return self.reconstruct(fused).clamp(0, 1)
+
+
+class GuidedFilterFusion(PseudoGTSource):
+    """GFF (Li, Kang & Hu 2013): two-scale split, Laplacian saliency, guided-filtered weights.
+
+    Parameters are the paper's: base = 31x31 mean, saliency = Gaussian(11x11, sigma 5) of
+    |Laplacian|, weights refined with (r=45, eps=0.3) for the base and (r=7, eps=1e-6)
+    for the detail layer.
+    """
+
+    name = "gff"
+
+    def __init__(self, r1: int = 45, eps1: float = 0.3, r2: int = 7, eps2: float = 1e-6) -> None:
+        self.r1, self.eps1, self.r2, self.eps2 = r1, eps1, r2, eps2
+        self._gauss = _gaussian_1d(5, 5.0)
+        self._lap = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
+
+    def fuse(self, ir: torch.Tensor, vis: torch.Tensor, stem: str = "") -> torch.Tensor:
+        imgs = torch.cat([ir.float(), vis.float()], 0)  # (2, 1, H, W)
+        base = box_mean(imgs, 15)
+        detail = imgs - base
+        sal = _separable(F.conv2d(_pad(imgs, 1), self._lap.to(imgs)).abs(), self._gauss)
+        p = torch.cat([(sal[:1] >= sal[1:]).float(), (sal[:1] < sal[1:]).float()], 0)
+        wb = guided_filter(imgs, p, self.r1, self.eps1).clamp_min(0)
+        wd = guided_filter(imgs, p, self.r2, self.eps2).clamp_min(0)
+        wb = wb / wb.sum(0, keepdim=True).clamp_min(1e-8)
+        wd = wd / wd.sum(0, keepdim=True).clamp_min(1e-8)
+        fused = (wb * base).sum(0, keepdim=True) + (wd * detail).sum(0, keepdim=True)
+        return fused.clamp(0, 1)
+
+
+# ---------------------------------------------------------------------- external sources
+class FolderPseudoGT(PseudoGTSource):
+    """Fused images you already have (e.g. from published methods), matched by stem."""
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        self.name = f"folder:{self.folder}"
+        self._files: dict[str, Path] | None = None
+
+    def _index(self) -> dict[str, Path]:
+        if self._files is None:
+            self._files = list_images(self.folder, "pseudo-GT")
+        return self._files
+
+    def check(self, stems: Sequence[str]) -> None:
+        missing = sorted(set(stems) - set(self._index()))
+        if missing:
+            raise DataError(
+                f"pseudo-GT folder {self.folder} lacks {len(missing)} of the training pairs "
+                f"(e.g. {', '.join(missing[:5])})"
+            )
+
+    def fuse(self, ir: torch.Tensor, vis: torch.Tensor, stem: str) -> torch.Tensor:
+        path = self._index().get(stem)
+        if path is None:
+            raise DataError(f"pseudo-GT folder {self.folder} has no image for '{stem}'")
+        img = read_gray(path)
+        if img.shape != tuple(ir.shape[-2:]):
+            raise DataError(f"pseudo-GT {path} is {img.shape[1]}x{img.shape[0]}, the pair is {ir.shape[-1]}x{ir.shape[-2]}")
+        return torch.from_numpy(img)[None, None].to(ir.device)
+
+
+class FuserPseudoGT(PseudoGTSource):
+    """A U-Fuser (a weights file, or the bootstrap network) fuses the pairs."""
+
+    def __init__(self, model: torch.nn.Module, name: str = "fuser") -> None:
+        self.model = model
+        self.name = name
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> "FuserPseudoGT":
+        from emmafuse.checkpoint import build_ufuser, load_ufuser_file
+
+        state, config, _ = load_ufuser_file(path)
+        return cls(build_ufuser(state, config, source=str(path)), name=f"fuser:{path}")
+
+    @torch.no_grad()
+    def fuse(self, ir: torch.Tensor, vis: torch.Tensor, stem: str = "") -> torch.Tensor:
+        from emmafuse.models import SIZE_MULTIPLE
+
+        h, w = ir.shape[-2:]
+        ph, pw = (-h) % SIZE_MULTIPLE, (-w) % SIZE_MULTIPLE
+        device = next(self.model.parameters()).device
+        a, b = ir.to(device).float(), vis.to(device).float()
+        if ph or pw:
+            a = F.pad(a, (0, pw, 0, ph), mode="reflect")
+            b = F.pad(b, (0, pw, 0, ph), mode="reflect")
+        was_training = self.model.training
+        self.model.eval()
+        out = self.model(a, b)[..., :h, :w].float()
+        self.model.train(was_training)
+        return out.to(ir.device)
+
+
+def parse_sources(specs: Sequence[str], bootstrap: torch.nn.Module | None = None) -> list[PseudoGTSource]:
+    """Turn spec strings (see module docstring) into sources."""
+    sources: list[PseudoGTSource] = []
+    for raw in specs:
+        spec = raw.strip()
+        if spec == "laplacian":
+            sources.append(LaplacianPyramidFusion())
+        elif spec == "gff":
+            sources.append(GuidedFilterFusion())
+        elif spec.startswith("folder:"):
+            sources.append(FolderPseudoGT(spec[len("folder:") :]))
+        elif spec.startswith("fuser:"):
+            sources.append(FuserPseudoGT.from_file(spec[len("fuser:") :]))
+        elif spec == "bootstrap":
+            if bootstrap is None:
+                raise ValueError("pseudo-GT 'bootstrap' needs the trained bootstrap U-Fuser")
+            sources.append(FuserPseudoGT(bootstrap, name="bootstrap"))
+        else:
+            raise DataError(
+                f"unknown pseudo-GT source {spec!r}: use laplacian, gff, bootstrap, folder:PATH or fuser:PATH"
+            )
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        raise DataError(f"pseudo-GT sources repeat: {names}")
+    return sources
+
+
+def fill_pseudo_gt(
+    store: PairStore, sources: Sequence[PseudoGTSource], device: torch.device | str = "cpu", progress: bool = False
+) -> None:
+    """Fuse every stored pair with every source (whole images) and keep the results in ``store``."""
+    for source in sources:
+        source.check(store.stems)
+    device = torch.device(device)
+    for source in sources:
+        results: list[np.ndarray] = []
+        items = range(len(store))
+        if progress:
+            from tqdm import tqdm
+
+            items = tqdm(items, desc=f"pseudo-GT {source.name}", unit="pair", leave=False)
+        for i in items:
+            ir = torch.from_numpy(store.ir[i].astype(np.float32))[None, None].to(device)
+            vis = torch.from_numpy(store.vis[i].astype(np.float32))[None, None].to(device)
+            fused = source.fuse(ir, vis, store.pairs[i].stem)
+            results.append(fused[0, 0].float().cpu().numpy())
+        store.add_fused(source.name, results)

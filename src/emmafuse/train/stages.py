@@ -1,0 +1,93 @@
+"""One module per training stage whose ``forward`` returns ``(loss, parts)``.
+
+Wrapping the whole step in one module keeps DDP simple (one forward, one backward per
+step, even though Stage III runs the U-Fuser twice) and lets the trainer treat all
+stages alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from emmafuse.train.losses import conventional_fusion_loss, l1_gradient_loss, sensing_loss
+from emmafuse.train.transforms import Transform, apply_transforms
+
+__all__ = ["SensingObjective", "BootstrapObjective", "EquivariantObjective", "freeze"]
+
+Parts = dict[str, torch.Tensor]
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """No gradients, eval mode (BatchNorm uses its running statistics)."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
+
+
+class SensingObjective(nn.Module):
+    """Stage II: ``loss(A_i(f~), i) + loss(A_v(f~), v)`` for pseudo-GT fused images ``f~``."""
+
+    def __init__(self, a_i: nn.Module, a_v: nn.Module, loss: str = "l1") -> None:
+        super().__init__()
+        self.a_i, self.a_v, self.kind = a_i, a_v, loss
+
+    def forward(self, fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, Parts]:
+        l_i = sensing_loss(self.a_i(fused), ir, self.kind)
+        l_v = sensing_loss(self.a_v(fused), vis, self.kind)
+        return l_i + l_v, {"ir": l_i.detach(), "vis": l_v.detach()}
+
+
+class BootstrapObjective(nn.Module):
+    """A U-Fuser trained with the conventional intensity-max + gradient-max L1 loss."""
+
+    def __init__(self, fuser: nn.Module) -> None:
+        super().__init__()
+        self.fuser = fuser
+
+    def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, Parts]:
+        loss = conventional_fusion_loss(self.fuser(ir, vis), ir, vis)
+        return loss, {}
+
+
+class EquivariantObjective(nn.Module):
+    """Stage III, Eq. (4): ``L(A_i f, i) + a1 L(A_v f, v) + a2 L(T_g f, F(A_i T_g f, A_v T_g f))``.
+
+    ``L`` is L1 + Sobel-gradient L1 (official code); the equivariance term is averaged
+    over the valid pixels of each transformed image. The sensing nets are frozen; both
+    are run once on ``[f, T_g f]`` concatenated (their BatchNorm is in eval mode, so
+    batching does not change the result, and it halves the kernel launches).
+    """
+
+    def __init__(self, fuser: nn.Module, a_i: nn.Module, a_v: nn.Module, alpha1: float = 1.0, alpha2: float = 0.1) -> None:
+        super().__init__()
+        self.fuser = fuser
+        self.a_i, self.a_v = freeze(a_i), freeze(a_v)
+        self.alpha1, self.alpha2 = alpha1, alpha2
+
+    def train(self, mode: bool = True) -> "EquivariantObjective":
+        super().train(mode)
+        self.a_i.eval()
+        self.a_v.eval()
+        return self
+
+    def forward(
+        self, ir: torch.Tensor, vis: torch.Tensor, transforms: Sequence[Transform]
+    ) -> tuple[torch.Tensor, Parts]:
+        n = ir.shape[0]
+        if len(transforms) % n:
+            raise ValueError(f"{len(transforms)} transforms for a batch of {n}")
+        f = self.fuser(ir, vis)
+        reps = len(transforms) // n
+        ft, mask = apply_transforms(f.repeat(reps, 1, 1, 1) if reps > 1 else f, list(transforms))
+        both = torch.cat([f, ft])
+        s_i, s_v = self.a_i(both), self.a_v(both)
+        l_i = l1_gradient_loss(s_i[:n], ir)
+        l_v = l1_gradient_loss(s_v[:n], vis)
+        ft_hat = self.fuser(s_i[n:], s_v[n:])
+        exact = all(t.exact for t in transforms)
+        l_eq = l1_gradient_loss(ft_hat, ft, None if exact else mask)
+        loss = l_i + self.alpha1 * l_v + self.alpha2 * l_eq
+        return loss, {"ir": l_i.detach(), "vis": l_v.detach(), "equi": l_eq.detach()}

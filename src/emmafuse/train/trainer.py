@@ -1,0 +1,677 @@
+"""The training driver: stages, validation, checkpoint/resume, DDP, export.
+
+Run folder layout (``config.out_dir``)::
+
+    config.json                 the TrainConfig of the run
+    log.jsonl                   one JSON record per log/validation event
+    bootstrap/ sensing/ fuser/  per stage: ckpt-NNNNNNN/ (resumable) and final/ (weights)
+    fuser.safetensors           the exported U-Fuser (``emmafuse.load(weights=...)``)
+
+Every checkpoint holds models, optimiser, scheduler, step, the CPU/CUDA RNG states and
+each process's transform generator; the data pipeline is a pure function of
+``(seed, stage, sample index)`` (see :mod:`emmafuse.train.data`), so a resumed run continues
+bit-identically on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from emmafuse.models import UFuser, UFuserConfig
+from emmafuse.train import ckpt_io
+from emmafuse.train.config import ConfigError, TrainConfig
+from emmafuse.train.data import (
+    PairStore,
+    PatchDataset,
+    describe_pairs,
+    find_pairs,
+    make_loader,
+    split_pairs,
+    validation_crops,
+)
+from emmafuse.train.distributed import DistContext, setup
+from emmafuse.train.losses import conventional_fusion_loss, l1_gradient_loss
+from emmafuse.train.pseudo_gt import fill_pseudo_gt, parse_sources
+from emmafuse.train.quick_metrics import quick_metrics
+from emmafuse.train.sensing import SensingUNet
+from emmafuse.train.stages import BootstrapObjective, EquivariantObjective, SensingObjective, freeze
+from emmafuse.train.transforms import Transform, TransformGroup, apply_transforms
+
+__all__ = ["Trainer", "StageResult", "RunFolderError", "TrainingHalted", "load_sensing", "VALIDATION_TRANSFORMS"]
+
+_STAGE_IDS = {"sensing": 1, "fuser": 2, "bootstrap": 3}
+
+#: Fixed elements for the validation equivariance term (one per kind, official angle).
+VALIDATION_TRANSFORMS = (
+    Transform("shift", dy=37, dx=-53),
+    Transform("rotate", angle=130.0),
+    Transform("flip", flip=1),
+)
+
+
+class RunFolderError(ValueError):
+    """The run folder already holds a run (and neither resume nor overwrite was asked)."""
+
+
+@dataclass
+class StageResult:
+    """What a stage did: logged training losses and validation records."""
+
+    name: str
+    start_step: int = 0
+    steps: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    validation: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _stage_seed(seed: int, stage: str, rank: int = 0) -> int:
+    return (seed * 1_000_003 + _STAGE_IDS[stage] * 7919 + rank * 104_729) % (2**63)
+
+
+def load_sensing(path: str | Path, device: torch.device | str = "cpu") -> tuple[SensingUNet, SensingUNet]:
+    """Load the frozen A_i, A_v from a sensing ``final/`` (or ``ckpt-*``) folder."""
+    state = ckpt_io.load_state(path)
+    base = int(state["meta"]["base"]) if "meta" in state else int(state["config"]["sensing"]["base"])
+    nets = []
+    for key in ("a_i", "a_v"):
+        net = SensingUNet(base)
+        net.load_state_dict(state["models"][key])
+        nets.append(freeze(net.to(device)))
+    return nets[0], nets[1]
+
+
+class Trainer:
+    """Runs the EMMA stages on a pair of folders.
+
+    ``BN_BATCHES`` batches re-estimate the sensing nets' BatchNorm statistics after stage II.
+
+    Example::
+
+        cfg = TrainConfig()
+        cfg.data.ir_dir, cfg.data.vis_dir = "pairs/ir", "pairs/vi"
+        cfg.out_dir = "runs/mine"
+        weights = Trainer(cfg).run_all()     # -> runs/mine/fuser.safetensors
+    """
+
+    BN_BATCHES = 20
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        dist: DistContext | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        config.validate()
+        self.cfg = config
+        self.ctx = dist if dist is not None else setup(config.device)
+        self.device = self.ctx.device
+        self.out = Path(config.out_dir)
+        self.resume = resume
+        self._log_fn = log
+        self.results: dict[str, StageResult] = {}
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+        if config.fuser.init:
+            self._adopt_init_config()
+        self._prepare_run_folder(overwrite)
+
+        d = config.data
+        pairs = find_pairs(d.ir_dir, d.vis_dir)
+        self.train_pairs, self.val_pairs = split_pairs(pairs, d.val_pairs, config.seed)
+        self.train_store = PairStore(self.train_pairs, min_side=d.crop)
+        self.val_store = PairStore(self.val_pairs) if self.val_pairs else None
+        self._pseudo_ready = False
+        self._bootstrap: UFuser | None = None
+        if self.ctx.is_main:
+            (self.out / "data.json").write_text(
+                json.dumps(describe_pairs(self.train_pairs, self.val_pairs), indent=2) + "\n", encoding="utf-8"
+            )
+        self.log(
+            f"{len(self.train_pairs)} training pairs, {len(self.val_pairs)} held out for validation; "
+            f"device {self.device}, {self.ctx.world} process(es)"
+        )
+
+    # ------------------------------------------------------------------ plumbing
+    def log(self, message: str) -> None:
+        if not self.ctx.is_main:
+            return
+        if self._log_fn is not None:
+            self._log_fn(message)
+        elif self.cfg.progress:
+            from tqdm import tqdm
+
+            tqdm.write(message)
+        else:
+            print(message, flush=True)
+
+    def _record(self, record: dict[str, Any]) -> None:
+        if self.ctx.is_main:
+            with open(self.out / "log.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    def _adopt_init_config(self) -> None:
+        from emmafuse.checkpoint import load_ufuser_file
+
+        _, file_cfg, _ = load_ufuser_file(self.cfg.fuser.init)
+        f = self.cfg.fuser
+        if tuple(file_cfg.channels) != tuple(f.channels) or file_cfg.num_heads != f.num_heads:
+            self.log(f"--init: using the architecture of {f.init}: channels {file_cfg.channels}, {file_cfg.num_heads} heads")
+            f.channels, f.num_heads = tuple(file_cfg.channels), file_cfg.num_heads  # type: ignore[assignment]
+
+    def _prepare_run_folder(self, overwrite: bool) -> None:
+        ours = ["config.json", "data.json", "log.jsonl", "bootstrap", "sensing", "fuser", "fuser.safetensors"]
+        existing = [n for n in ours if (self.out / n).exists()]
+        self.ctx.barrier()  # every process looks before the main one writes
+        if existing and not (self.resume or overwrite):
+            raise RunFolderError(
+                f"{self.out} already holds a training run ({', '.join(existing)}); "
+                "pass --resume to continue it or --overwrite to start again"
+            )
+        if self.ctx.is_main:
+            if overwrite and not self.resume:
+                for name in existing:  # only what this trainer writes
+                    p = self.out / name
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+            self.out.mkdir(parents=True, exist_ok=True)
+            old = self.out / "config.json"
+            if self.resume and old.exists():
+                before = TrainConfig.load(old).to_dict()
+                changed = _diff(before, self.cfg.to_dict())
+                if changed:
+                    self.log("resume with changed settings: " + ", ".join(changed))
+            self.cfg.save(old)
+        self.ctx.barrier()
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.cfg.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.to(self.device, non_blocking=True)
+        if self.cfg.channels_last:
+            t = t.contiguous(memory_format=torch.channels_last)
+        return t
+
+    def _prep_module(self, m: nn.Module) -> nn.Module:
+        m = m.to(self.device)
+        if self.cfg.channels_last:
+            m = m.to(memory_format=torch.channels_last)
+        return m
+
+    def _wrap(self, objective: nn.Module, sync_buffers: bool, static_graph: bool = False) -> nn.Module:
+        """DDP-wrap the step module when running distributed.
+
+        ``static_graph`` for the U-Fuser stages: parameters that never reach the loss (the
+        attention ``scale`` of one-channel-per-head scales) are found once, not every step.
+        """
+        if not self.ctx.enabled:
+            return objective
+        import inspect
+
+        from torch.nn.parallel import DistributedDataParallel
+
+        kwargs: dict[str, Any] = {"static_graph": static_graph}
+        # torch >= 2.12 renames broadcast_buffers (buffers are synced at init either way)
+        if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters:
+            kwargs["forward_sync_buffers"] = sync_buffers
+        else:
+            kwargs["broadcast_buffers"] = sync_buffers
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(objective, device_ids=ids, **kwargs)
+
+    # ------------------------------------------------------------ checkpoints
+    def stage_dir(self, stage: str) -> Path:
+        return self.out / stage
+
+    def latest_checkpoint(self, stage: str) -> Path | None:
+        d = self.stage_dir(stage)
+        if not d.is_dir():
+            return None
+        found = [
+            (int(m.group(1)), p)
+            for p in d.iterdir()
+            if (m := re.fullmatch(r"ckpt-(\d+)", p.name)) and (p / ckpt_io.MANIFEST).is_file()
+        ]
+        return max(found)[1] if found else None
+
+    def _save_checkpoint(
+        self, stage: str, step: int, modules: dict[str, nn.Module], opt: torch.optim.Optimizer, sched: Any, gen: torch.Generator
+    ) -> None:
+        gens = self.ctx.gather_objects(gen.get_state())
+        if self.ctx.is_main:
+            state = {
+                "stage": stage,
+                "step": step,
+                "world": self.ctx.world,
+                "config": self.cfg.to_dict(),
+                "models": {k: m.state_dict() for k, m in modules.items()},
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "rng": {
+                    "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+                    "generators": list(gens),
+                },
+            }
+            path = self.stage_dir(stage) / f"ckpt-{step:07d}"
+            ckpt_io.save_state(path, state, self.cfg.max_shard_mib << 20)
+            old = sorted(p for p in self.stage_dir(stage).glob("ckpt-*") if p.is_dir() and p != path)
+            for p in old[: max(0, len(old) - (self.cfg.keep_checkpoints - 1))]:
+                shutil.rmtree(p, ignore_errors=True)
+        self.ctx.barrier()
+
+    def _restore(
+        self, path: Path, modules: dict[str, nn.Module], opt: torch.optim.Optimizer, sched: Any, gen: torch.Generator
+    ) -> int:
+        state = ckpt_io.load_state(path)
+        if int(state["world"]) != self.ctx.world:
+            raise ConfigError(
+                f"{path} was written by {state['world']} processes; resume with the same number (now {self.ctx.world})"
+            )
+        for key, m in modules.items():
+            m.load_state_dict(state["models"][key])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.device.type == "cuda" and state["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        gen.set_state(state["rng"]["generators"][self.ctx.rank])
+        return int(state["step"])
+
+    def _save_final(self, stage: str, modules: dict[str, nn.Module], meta: dict[str, Any]) -> Path:
+        path = self.stage_dir(stage) / "final"
+        if self.ctx.is_main:
+            state = {"models": {k: m.state_dict() for k, m in modules.items()}, "meta": meta}
+            ckpt_io.save_state(path, state, self.cfg.max_shard_mib << 20)
+        self.ctx.barrier()
+        return path
+
+    # ------------------------------------------------------------------ loop
+    def _fit(
+        self,
+        stage: str,
+        objective: nn.Module,
+        modules: dict[str, nn.Module],
+        stage_cfg: Any,
+        dataset: PatchDataset,
+        step_args: Callable[[dict[str, torch.Tensor], torch.Generator], tuple[Any, ...]],
+        validate: Callable[[], dict[str, float]],
+        *,
+        default_lr_step: int,
+        broadcast_buffers: bool,
+        halt_after: int | None,
+        static_graph: bool = False,
+    ) -> StageResult:
+        cfg = self.cfg
+        steps = stage_cfg.steps
+        params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=stage_cfg.lr)
+        lr_step = stage_cfg.lr_step or max(1, default_lr_step)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_step, gamma=stage_cfg.lr_gamma)
+        gen = torch.Generator().manual_seed(_stage_seed(cfg.seed, stage, self.ctx.rank))
+        result = StageResult(stage)
+        start = 0
+        ckpt = self.latest_checkpoint(stage) if self.resume else None
+        if ckpt is not None:
+            start = self._restore(ckpt, modules, opt, sched, gen)
+            self.log(f"{stage}: resumed from {ckpt} at step {start}")
+        result.start_step = start
+        wrapped = self._wrap(objective, broadcast_buffers, static_graph)
+        objective.train()
+        loader = make_loader(
+            dataset,
+            stage_cfg.batch,
+            start,
+            steps,
+            rank=self.ctx.rank,
+            world=self.ctx.world,
+            workers=cfg.data.workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        bar = None
+        if cfg.progress and self.ctx.is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=steps, initial=start, desc=stage, unit="step", dynamic_ncols=True)
+        running: list[torch.Tensor] = []
+        names: list[str] = []
+        t0 = time.perf_counter()
+        done = start
+        try:
+            for step, batch in zip(range(start, steps), loader):
+                batch = {k: self._to_device(v) for k, v in batch.items()}
+                with self._autocast():
+                    loss, parts = wrapped(*step_args(batch, gen))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                names = ["loss", *parts]
+                # no .item() here: a host sync per step would stall an overhead-bound GPU
+                running.append(torch.stack([loss.detach().float(), *(p.float() for p in parts.values())]))
+                done = step + 1
+                if bar is not None:
+                    bar.update(1)
+                if done % cfg.log_every == 0 or done == steps:
+                    values = torch.stack(running).mean(0).tolist()
+                    running.clear()
+                    values = [self.ctx.mean(v) for v in values]
+                    record = {"stage": stage, "step": done, **dict(zip(names, values)), "lr": sched.get_last_lr()[0]}
+                    result.history.append(record)
+                    self._record(record)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{values[0]:.4f}")
+                if done % cfg.val_every == 0 or done == steps:
+                    if self.ctx.is_main:
+                        objective.eval()
+                        with torch.no_grad(), self._autocast():
+                            val = validate()
+                        objective.train()
+                        if val:
+                            record = {"stage": stage, "step": done, "validation": val}
+                            result.validation.append({"step": done, **val})
+                            self._record(record)
+                            self.log(f"{stage} step {done}: " + ", ".join(f"{k}={v:.4g}" for k, v in val.items()))
+                halting = halt_after is not None and done >= halt_after
+                if done % cfg.ckpt_every == 0 or done == steps or halting:
+                    self._save_checkpoint(stage, done, modules, opt, sched, gen)
+                if halting:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        result.steps = done
+        result.seconds = time.perf_counter() - t0
+        self.results[stage] = result
+        return result
+
+    # ------------------------------------------------------------------ stages
+    def _ensure_pseudo_gt(self) -> None:
+        if self._pseudo_ready:
+            return
+        specs = list(self.cfg.sensing.pseudo_gt)
+        bootstrap = None
+        if "bootstrap" in specs:
+            bootstrap = self.train_bootstrap()
+        sources = parse_sources(specs, bootstrap=bootstrap)
+        t0 = time.perf_counter()
+        fill_pseudo_gt(self.train_store, sources, self.device, progress=self.cfg.progress and self.ctx.is_main)
+        if self.val_store is not None:
+            fill_pseudo_gt(self.val_store, sources, self.device)
+        self.log(f"pseudo ground truth ({', '.join(s.name for s in sources)}) ready in {time.perf_counter() - t0:.1f} s")
+        self._pseudo_ready = True
+
+    def _new_fuser(self, stage: str) -> UFuser:
+        torch.manual_seed(_stage_seed(self.cfg.seed, stage))
+        f = self.cfg.fuser
+        if f.init and stage == "fuser":
+            from emmafuse.checkpoint import build_ufuser, load_ufuser_file
+
+            state, ucfg, _ = load_ufuser_file(f.init)
+            return build_ufuser(state, ucfg, source=f.init).train()
+        return UFuser(UFuserConfig(channels=tuple(f.channels), num_heads=f.num_heads))  # type: ignore[arg-type]
+
+    def _final_exists(self, stage: str) -> bool:
+        return self.resume and (self.stage_dir(stage) / "final" / ckpt_io.MANIFEST).is_file()
+
+    def train_bootstrap(self, halt_after: int | None = None) -> UFuser:
+        """Train (or reload) the conventional-loss U-Fuser used by the ``bootstrap`` source."""
+        if self._bootstrap is not None:
+            return self._bootstrap
+        fuser = self._prep_module(self._new_fuser("bootstrap"))
+        if self._final_exists("bootstrap"):
+            fuser.load_state_dict(ckpt_io.load_state(self.stage_dir("bootstrap") / "final")["models"]["fuser"])
+            self.log("bootstrap: reusing the finished stage")
+        else:
+            objective = BootstrapObjective(fuser)
+            dataset = self._dataset("bootstrap", with_fused=False)
+            val = self._val_crops()
+
+            def validate() -> dict[str, float]:
+                if not val:
+                    return {}
+                total = 0.0
+                for v in val:
+                    ir, vis = self._to_device(v["ir"]), self._to_device(v["vis"])
+                    total += conventional_fusion_loss(fuser(ir, vis), ir, vis).item()
+                return {"val_loss": total / len(val)}
+
+            res = self._fit(
+                "bootstrap", objective, {"fuser": fuser}, self.cfg.bootstrap, dataset,
+                lambda b, g: (b["ir"], b["vis"]), validate,
+                default_lr_step=self.cfg.bootstrap.steps, broadcast_buffers=False, halt_after=halt_after,
+                static_graph=True,
+            )
+            if res.steps < self.cfg.bootstrap.steps:
+                raise TrainingHalted("bootstrap", res.steps)
+            self._save_final("bootstrap", {"fuser": fuser}, {"stage": "bootstrap", "steps": res.steps})
+        self._bootstrap = freeze(fuser)
+        return self._bootstrap
+
+    def _dataset(self, stage: str, with_fused: bool) -> PatchDataset:
+        d = self.cfg.data
+        return PatchDataset(
+            self.train_store, d.crop, self.cfg.seed, stage=_STAGE_IDS[stage], flips=d.flips,
+            low_contrast_filter=d.low_contrast_filter, max_tries=d.max_crop_tries, with_fused=with_fused,
+        )
+
+    def _val_crops(self) -> list[dict[str, torch.Tensor]]:
+        return validation_crops(self.val_store, self.cfg.data.val_crop) if self.val_store is not None else []
+
+    def train_sensing(self, halt_after: int | None = None) -> tuple[SensingUNet, SensingUNet]:
+        """Stage II: fit A_i, A_v on pseudo ground truth, save them to ``sensing/final``; returns them frozen."""
+        final = self.stage_dir("sensing") / "final"
+        if self._final_exists("sensing"):
+            self.log("sensing: reusing the finished stage")
+            a_i, a_v = load_sensing(final, self.device)
+            return self._prep_module(a_i), self._prep_module(a_v)  # type: ignore[return-value]
+        self._ensure_pseudo_gt()
+        s = self.cfg.sensing
+        torch.manual_seed(_stage_seed(self.cfg.seed, "sensing"))
+        a_i = self._prep_module(SensingUNet(s.base))
+        a_v = self._prep_module(SensingUNet(s.base))
+        objective = SensingObjective(a_i, a_v, s.loss)
+        dataset = self._dataset("sensing", with_fused=True)
+        val = self._val_crops()
+
+        def validate() -> dict[str, float]:
+            if not val:
+                return {}
+            li = lv = 0.0
+            count = 0
+            for v in val:
+                ir, vis = self._to_device(v["ir"]), self._to_device(v["vis"])
+                for key in v:
+                    if key.startswith("fused:"):
+                        f = self._to_device(v[key])
+                        li += (a_i(f).float() - ir).abs().mean().item()
+                        lv += (a_v(f).float() - vis).abs().mean().item()
+                        count += 1
+            return {"val_l1_ir": li / count, "val_l1_vis": lv / count, "val_l1": (li + lv) / count}
+
+        res = self._fit(
+            "sensing", objective, {"a_i": a_i, "a_v": a_v}, s, dataset,
+            lambda b, g: (b["fused"], b["ir"], b["vis"]), validate,
+            default_lr_step=s.steps // 4, broadcast_buffers=True, halt_after=halt_after,
+        )
+        if res.steps < s.steps:
+            raise TrainingHalted("sensing", res.steps)
+        self._recalibrate_batchnorm(objective, dataset, s.batch, start=s.steps)
+        if self.ctx.is_main and val:
+            with torch.no_grad(), self._autocast():
+                after = validate()
+            res.validation.append({"step": res.steps, "bn_recalibrated": 1.0, **after})
+            self._record({"stage": "sensing", "step": res.steps, "validation": after, "bn_recalibrated": True})
+            self.log("sensing after BatchNorm re-estimation: " + ", ".join(f"{k}={v:.4g}" for k, v in after.items()))
+        meta = {"stage": "sensing", "steps": res.steps, "base": s.base, "loss": s.loss, "pseudo_gt": list(s.pseudo_gt)}
+        self._save_final("sensing", {"a_i": a_i, "a_v": a_v}, meta)
+        return freeze(a_i), freeze(a_v)  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def _recalibrate_batchnorm(self, objective: SensingObjective, dataset: PatchDataset, batch: int, start: int) -> None:
+        """Re-estimate BatchNorm statistics of the final weights (cumulative average).
+
+        The nets are frozen and used in eval mode afterwards; running averages collected
+        while the weights moved lag behind them (badly so in short runs).
+        """
+        nets = [objective.a_i, objective.a_v]
+        norms = [m for net in nets for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+        if not norms:
+            return
+        saved = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average
+        for net in nets:
+            net.train()
+        n = max(1, min(self.BN_BATCHES, self.cfg.sensing.steps))
+        loader = make_loader(dataset, batch, start, start + n, rank=self.ctx.rank, world=self.ctx.world,
+                             workers=self.cfg.data.workers)
+        for b in loader:
+            fused = self._to_device(b["fused"])
+            with self._autocast():
+                for net in nets:
+                    net(fused)
+        for m, mom in zip(norms, saved):
+            m.momentum = mom
+            if self.ctx.enabled:
+                import torch.distributed as dist
+
+                for buf in (m.running_mean, m.running_var):
+                    dist.all_reduce(buf)
+                    buf /= self.ctx.world
+        for net in nets:
+            net.eval()
+
+    def train_fuser(
+        self, sensing: tuple[nn.Module, nn.Module] | str | Path | None = None, halt_after: int | None = None
+    ) -> UFuser:
+        """Stage III: equivariant training of the U-Fuser with frozen A_i, A_v.
+
+        Args:
+            sensing: the sensing nets, or a sensing ``final/`` folder; default: this run's.
+            halt_after: stop after this step (checkpointing first), as if interrupted.
+        """
+        if sensing is None:
+            sensing = self.stage_dir("sensing") / "final"
+        if isinstance(sensing, (str, Path)):
+            a_i, a_v = load_sensing(sensing, self.device)
+        else:
+            a_i, a_v = sensing
+        a_i, a_v = self._prep_module(a_i), self._prep_module(a_v)
+        f = self.cfg.fuser
+        fuser = self._prep_module(self._new_fuser("fuser"))
+        if self._final_exists("fuser"):
+            fuser.load_state_dict(ckpt_io.load_state(self.stage_dir("fuser") / "final")["models"]["fuser"])
+            self.log("fuser: reusing the finished stage")
+            return fuser.eval()  # type: ignore[return-value]
+        objective = EquivariantObjective(fuser, a_i, a_v, f.alpha1, f.alpha2)
+        if self.cfg.compile:
+            objective.fuser = torch.compile(fuser)  # type: ignore[assignment]
+        group = TransformGroup(f.rotation)
+        crop = self.cfg.data.crop
+        dataset = self._dataset("fuser", with_fused=False)
+        val = self._val_crops()
+
+        def step_args(b: dict[str, torch.Tensor], g: torch.Generator) -> tuple[Any, ...]:
+            n = b["ir"].shape[0] * f.transforms_per_sample
+            return b["ir"], b["vis"], group.sample(n, crop, crop, g)
+
+        def validate() -> dict[str, float]:
+            return self._validate_fuser(fuser, a_i, a_v, val)
+
+        res = self._fit(
+            "fuser", objective, {"fuser": fuser}, f, dataset, step_args, validate,
+            default_lr_step=f.steps // 6, broadcast_buffers=False, halt_after=halt_after, static_graph=True,
+        )
+        if res.steps < f.steps:
+            raise TrainingHalted("fuser", res.steps)
+        meta = {"stage": "fuser", "steps": res.steps, "channels": list(fuser.config.channels)}
+        self._save_final("fuser", {"fuser": fuser}, meta)
+        return fuser.eval()  # type: ignore[return-value]
+
+    def _validate_fuser(
+        self, fuser: nn.Module, a_i: nn.Module, a_v: nn.Module, val: list[dict[str, torch.Tensor]]
+    ) -> dict[str, float]:
+        """Sensing L1s, the equivariance L1 for fixed transforms, the unweighted total and EN/SD/AG."""
+        if not val:
+            return {}
+        sums: dict[str, float] = {}
+        for v in val:
+            ir, vis = self._to_device(v["ir"]), self._to_device(v["vis"])
+            f = fuser(ir, vis).float()
+            ts = list(VALIDATION_TRANSFORMS)
+            ft, mask = apply_transforms(f.expand(len(ts), -1, -1, -1).contiguous(), ts)
+            both = torch.cat([f, ft])
+            s_i, s_v = a_i(both).float(), a_v(both).float()
+            ft_hat = fuser(s_i[1:], s_v[1:]).float()
+            vals = {
+                "val_l1_ir": (s_i[:1] - ir).abs().mean().item(),
+                "val_l1_vis": (s_v[:1] - vis).abs().mean().item(),
+                "val_l1_equi": ((ft_hat - ft).abs() * mask).sum().item() / mask.sum().clamp_min(1).item(),
+                "val_total": (
+                    l1_gradient_loss(s_i[:1], ir) + l1_gradient_loss(s_v[:1], vis) + l1_gradient_loss(ft_hat, ft, mask)
+                ).item(),
+                **quick_metrics(f, ir, vis),
+            }
+            for k, x in vals.items():
+                sums[k] = sums.get(k, 0.0) + x
+        return {k: x / len(val) for k, x in sums.items()}
+
+    # ------------------------------------------------------------------ whole run
+    def run_all(self, export_path: str | Path | None = None) -> Path:
+        """Bootstrap (if asked), sensing, fuser, export; returns the ``.safetensors`` path."""
+        sensing = self.train_sensing()
+        self.train_fuser(sensing)
+        return self.export(export_path)
+
+    def export(self, path: str | Path | None = None) -> Path:
+        """Write the finished U-Fuser as ``.safetensors`` (default ``<out_dir>/fuser.safetensors``)."""
+        from emmafuse.train.export import export_run
+
+        target = Path(path) if path is not None else self.out / "fuser.safetensors"
+        if self.ctx.is_main:
+            export_run(self.out, target)
+            self.log(f"exported {target}")
+        self.ctx.barrier()
+        return target
+
+    def close(self) -> None:
+        self.ctx.close()
+
+
+class TrainingHalted(RuntimeError):
+    """A stage stopped early on request (``halt_after``); its checkpoint is on disk."""
+
+    def __init__(self, stage: str, step: int) -> None:
+        super().__init__(f"{stage} halted at step {step}")
+        self.stage, self.step = stage, step
+
+
+def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _diff(x, y, name + ".")
+        elif x != y:
+            out.append(f"{name}: {x!r} -> {y!r}")
+    return out
