@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["synthetic_pair"]
+__all__ = ["synthetic_pair", "smooth_noise"]
 
 
-def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
+def smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
     """Value noise: a coarse random grid upsampled bilinearly, in [0, 1]."""
     gh, gw = max(2, h // cells + 2), max(2, w // cells + 2)
     grid = rng.random((gh, gw))
@@ -56,8 +56,8 @@ def synthetic_pair(height: int = 240, width: int = 320, seed: int = 0) -> tuple[
     vis = np.zeros((h, w, 3))
     sky = np.clip(0.35 - 0.25 * yy / horizon, 0, 1)
     vis[..., 0], vis[..., 1], vis[..., 2] = sky * 0.6, sky * 0.7, sky * 1.2
-    fine = _smooth_noise(rng, h, w, 3)
-    coarse = _smooth_noise(rng, h, w, 24)
+    fine = smooth_noise(rng, h, w, 3)
+    coarse = smooth_noise(rng, h, w, 24)
     bricks = (((yy // 4) % 2 == 0) | (((xx + 4 * ((yy // 4) % 2)) // 8) % 2 == 0)).astype(float)
     buildings = np.zeros((h, w), bool)
     x = 0
@@ -70,7 +70,7 @@ def synthetic_pair(height: int = 240, width: int = 320, seed: int = 0) -> tuple[
     for ch, tint in enumerate((1.0, 0.8, 0.65)):
         vis[..., ch] = np.where(buildings, wall * tint, vis[..., ch])
     windows = buildings & ((yy % 18) < 8) & ((xx % 16) < 7) & (rng.random((h, w)) < 1.0)
-    lit = windows & (_smooth_noise(rng, h, w, 30) > 0.55)
+    lit = windows & (smooth_noise(rng, h, w, 30) > 0.55)
     vis[lit] = (0.75, 0.65, 0.35)
     road = yy >= int(h * 0.75)
     asphalt = 0.10 + 0.06 * fine + 0.05 * coarse

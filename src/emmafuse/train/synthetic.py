@@ -12,20 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from emmafuse.samples import smooth_noise
+
 __all__ = ["synthetic_pair", "write_synthetic_pairs", "tiny_config"]
-
-
-def _smooth_noise(rng: np.random.Generator, h: int, w: int, scale: int) -> np.ndarray:
-    small = rng.random((h // scale + 2, w // scale + 2))
-    ys = np.linspace(0, small.shape[0] - 1.001, h)
-    xs = np.linspace(0, small.shape[1] - 1.001, w)
-    y0, x0 = ys.astype(int), xs.astype(int)
-    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
-    a = small[y0][:, x0]
-    b = small[y0][:, x0 + 1]
-    c = small[y0 + 1][:, x0]
-    d = small[y0 + 1][:, x0 + 1]
-    return a * (1 - fy) * (1 - fx) + b * (1 - fy) * fx + c * fy * (1 - fx) + d * fy * fx
 
 
 def synthetic_pair(seed: int, h: int = 64, w: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -37,12 +26,12 @@ def synthetic_pair(seed: int, h: int = 64, w: int = 64) -> tuple[np.ndarray, np.
         cy, cx = rng.uniform(0, h), rng.uniform(0, w)
         sy, sx = rng.uniform(h / 16, h / 5), rng.uniform(w / 16, w / 5)
         blobs += rng.uniform(0.5, 1.0) * np.exp(-(((yy - cy) / sy) ** 2 + ((xx - cx) / sx) ** 2) / 2)
-    ir = 0.15 + 0.2 * yy / h + 0.6 * np.clip(blobs, 0, 1) + 0.05 * _smooth_noise(rng, h, w, 8)
+    ir = 0.15 + 0.2 * yy / h + 0.6 * np.clip(blobs, 0, 1) + 0.05 * smooth_noise(rng, h, w, 8)
     theta = rng.uniform(0, np.pi)
     freq = rng.uniform(0.15, 0.5)
     grating = 0.5 + 0.5 * np.sin(freq * (xx * np.cos(theta) + yy * np.sin(theta)))
-    texture = 0.5 * grating + 0.5 * _smooth_noise(rng, h, w, 3)
-    light = 0.3 + 0.5 * _smooth_noise(rng, h, w, 16)
+    texture = 0.5 * grating + 0.5 * smooth_noise(rng, h, w, 3)
+    light = 0.3 + 0.5 * smooth_noise(rng, h, w, 16)
     edges = np.abs(np.gradient(np.clip(blobs, 0, 1))[0]) + np.abs(np.gradient(np.clip(blobs, 0, 1))[1])
     vis = light * (0.4 + 0.6 * texture) + 2.0 * edges
     return np.clip(ir, 0, 1).astype(np.float32), np.clip(vis, 0, 1).astype(np.float32)
