@@ -40,6 +40,38 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _tile_option(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a tile side in pixels, got {text!r}") from None
+    if value < 16:
+        raise argparse.ArgumentTypeError(f"tile side must be at least 16 pixels, got {value}")
+    return value
+
+
+def _overlap_option(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"overlap must be non-negative, got {value}")
+    return value
+
+
+def _add_tile_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tile",
+        type=_tile_option,
+        default=None,
+        help="tile side in pixels or 'auto' (default: whole images, tiled only when they do not fit in memory)",
+    )
+    p.add_argument("--tile-overlap", type=_overlap_option, default=None, help="overlap of neighbouring tiles in pixels (default 64)")
+
+
 def _load_fuser(args: argparse.Namespace) -> Any:
     import emmafuse
 
@@ -160,12 +192,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--ext", default=".png", help="output suffix in folder mode (default .png)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_runtime_options(p)
+    _add_tile_options(p)
     p.set_defaults(func=_cmd_fuse)
 
     p = sub.add_parser("demo", help="fuse the built-in synthetic example and write IR | VIS | fused")
     p.add_argument("-o", "--output", default="emmafuse_demo.png", help="output PNG (default emmafuse_demo.png)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic scene")
     _add_runtime_options(p)
+    _add_tile_options(p)
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("models", help="list the released models")

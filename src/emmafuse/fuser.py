@@ -3,7 +3,8 @@
 ``Fuser.fuse(ir, vis)`` takes two registered images of the same size (numpy, PIL or torch),
 handles colour (YCbCr: the luminance is fused, the chroma of the colour input is kept), pads
 any size to what the network needs, batches, runs on CPU or CUDA in the requested precision
-and gives the result back in the container and dtype of the visible input.
+(tiling images that would not fit in memory, see :mod:`emmafuse.tiling`) and gives the result
+back in the container and dtype of the visible input.
 """
 
 from __future__ import annotations
@@ -18,7 +19,20 @@ import torch
 from emmafuse.color import rgb_to_ycbcr, ycbcr_to_rgb
 from emmafuse.inputs import ImageSpec, decode_image, encode_image, is_batch, split_batch
 from emmafuse.models import UFuser
-from emmafuse.padding import crop, pad_to_network
+from emmafuse.models.ufuser import weight_version
+from emmafuse.padding import crop, pad_to_network, padded_size
+from emmafuse.tiling import (
+    DEFAULT_OVERLAP,
+    TileLike,
+    TilePlan,
+    auto_tile_size,
+    bytes_per_pixel,
+    check_tile_options,
+    fuse_tiled,
+    memory_budget,
+    plan_tiles,
+    run_pipelined,
+)
 
 __all__ = ["Fuser", "OutputRange", "PrecisionLike"]
 
@@ -70,11 +84,26 @@ class _Pair:
     out_spec: ImageSpec
 
 
+#: Colour conversion and output encoding run in strips of this many rows, so that the float
+#: temporaries of a very large image (8K and up) stay small; the result is identical.
+_STRIP_ROWS = 256
+_STRIP_MIN_PIXELS = 1 << 22
+
+
+def _row_strips(height: int, width: int) -> list[tuple[int, int]]:
+    if height * width < _STRIP_MIN_PIXELS:
+        return [(0, height)]
+    return [(r, min(r + _STRIP_ROWS, height)) for r in range(0, height, _STRIP_ROWS)]
+
+
 def _split_planes(chw: torch.Tensor, spec: ImageSpec) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """(luma, chroma or None, alpha or None) of a decoded image."""
-    alpha = chw[-1:] if spec.has_alpha else None
+    alpha = chw[-1:].clone() if spec.has_alpha else None
     if spec.has_color:
-        ycc = rgb_to_ycbcr(chw[None, :3])[0]
+        h, w = chw.shape[-2:]
+        ycc = torch.empty(3, h, w, dtype=chw.dtype)
+        for r0, r1 in _row_strips(h, w):
+            ycc[:, r0:r1] = rgb_to_ycbcr(chw[None, :3, r0:r1])[0]
         return ycc[:1], ycc[1:], alpha
     return chw[:1], None, alpha
 
@@ -109,15 +138,34 @@ def _apply_range(fused: torch.Tensor, policy: OutputRange) -> torch.Tensor:
     return fused.clamp(0.0, 1.0)
 
 
+def _finish_planes(fused_y: torch.Tensor, chroma: torch.Tensor | None, alpha: torch.Tensor | None) -> torch.Tensor:
+    planes = fused_y
+    if chroma is not None:
+        rgb = ycbcr_to_rgb(torch.cat((fused_y, chroma), 0)[None])[0]
+        planes = rgb.clamp(0.0, 1.0)
+    if alpha is not None:
+        planes = torch.cat((planes, alpha), 0)
+    return planes
+
+
 def _finish(fused_y: torch.Tensor, pair: _Pair) -> Any:
     """Put chroma and alpha back and encode in the visible input's container."""
-    planes = fused_y
-    if pair.chroma is not None:
-        rgb = ycbcr_to_rgb(torch.cat((fused_y, pair.chroma), 0)[None])[0]
-        planes = rgb.clamp(0.0, 1.0)
-    if pair.alpha is not None:
-        planes = torch.cat((planes, pair.alpha), 0)
-    return encode_image(planes, pair.out_spec)
+    h, w = fused_y.shape[-2:]
+    strips = _row_strips(h, w)
+    if len(strips) == 1 or pair.out_spec.kind == "pil":
+        return encode_image(_finish_planes(fused_y, pair.chroma, pair.alpha), pair.out_spec)
+    # large numpy / torch outputs: convert and encode row strips, then join them (same values)
+    parts = []
+    for r0, r1 in strips:
+        chroma = pair.chroma[:, r0:r1] if pair.chroma is not None else None
+        alpha = pair.alpha[:, r0:r1] if pair.alpha is not None else None
+        parts.append(encode_image(_finish_planes(fused_y[:, r0:r1], chroma, alpha), pair.out_spec))
+    first = parts[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(parts, dim=-2 if first.ndim == 3 else 0)
+    import numpy as np
+
+    return np.concatenate(parts, axis=0)
 
 
 class Fuser:
@@ -146,6 +194,8 @@ class Fuser:
         self.info = dict(info or {})
         self._device = torch.device("cpu")
         self._dtype = torch.float32
+        self._compiled: Any = None  # torch.compile'd forward, see compile()
+        self._graphs: _CudaGraphs | None = None  # see use_cuda_graphs()
         self.to(device if device is not None else _parse_device(None), dtype)
 
     # ----------------------------------------------------------------- configuration
@@ -163,8 +213,46 @@ class Fuser:
         new_dtype = self._dtype if dtype is None else _parse_precision(dtype)
         if new_dtype == torch.float16 and new_device.type != "cuda":
             raise ValueError("dtype float16 needs a CUDA device; use 'bfloat16' or 'float32' on CPU")
+        if new_device != self._device and self._graphs is not None:
+            self._graphs = _CudaGraphs(self._graphs.max_shapes) if new_device.type == "cuda" else None
         self.model.to(new_device)
         self._device, self._dtype = new_device, new_dtype
+        return self
+
+    def compile(self, **compile_kwargs: Any) -> "Fuser":
+        """Compile the network's forward with :func:`torch.compile`; returns ``self``.
+
+        Keyword arguments go to ``torch.compile`` (e.g. ``mode="max-autotune"``, or
+        ``mode="reduce-overhead"`` for CUDA graphs made by the compiler, ``dynamic=False``).
+        Compilation happens on the first call of each new input shape and takes tens of seconds;
+        it pays off for long runs of same-sized images on a GPU. On the CPU, inductor needs a
+        C++ compiler. ``compile()`` and :meth:`use_cuda_graphs` are alternatives (the last one
+        called wins). Outputs agree with the eager path to float rounding.
+        """
+        self.model.prepare_inference()
+        self._compiled = torch.compile(self.model, **compile_kwargs)
+        self._graphs = None
+        return self
+
+    def use_cuda_graphs(self, enabled: bool = True, *, max_shapes: int = 4) -> "Fuser":
+        """Replay CUDA graphs for repeated input shapes (CUDA only); returns ``self``.
+
+        The first call with a new ``(batch, height, width)`` records a graph of the eager
+        network (a few warm-up runs); later calls of that shape replay it, removing the
+        per-kernel launch cost that dominates small images. Up to ``max_shapes`` graphs are
+        kept (least recently used dropped); each holds its own activation memory. Graphs are
+        re-recorded when the weights change. Half precision with a NaN/Inf fallback still works
+        (the float32 recomputation runs eagerly).
+        """
+        if not enabled:
+            self._graphs = None
+            return self
+        if self._device.type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA device; this Fuser runs on {self._device}")
+        if not isinstance(max_shapes, int) or max_shapes < 1:
+            raise ValueError(f"max_shapes must be a positive integer, got {max_shapes!r}")
+        self._compiled = None
+        self._graphs = _CudaGraphs(max_shapes)
         return self
 
     def __repr__(self) -> str:
@@ -176,6 +264,38 @@ class Fuser:
         if self._dtype == torch.float32:
             return torch.autocast(self._device.type, enabled=False)
         return torch.autocast(self._device.type, dtype=self._dtype)
+
+    def _network(self, ir_p: torch.Tensor, vis_p: torch.Tensor) -> torch.Tensor:
+        """One forward in the compute precision, by the fastest runner set up."""
+        if self._graphs is not None:
+            return self._graphs.run(self.model, self._autocast, self._dtype, ir_p, vis_p)
+        with self._autocast():
+            if self._compiled is not None:
+                return self._compiled(ir_p, vis_p)
+            return self.model(ir_p, vis_p)
+
+    @torch.inference_mode()
+    def _forward_padded(self, ir_p: torch.Tensor, vis_p: torch.Tensor) -> torch.Tensor:
+        """Network output (float32) for padded device tensors, with the float32 fallback.
+
+        Runs under ``torch.inference_mode`` (the fast paths need autograd off); callers combine
+        the results outside it, so what users get back are ordinary tensors.
+        """
+        out = self._network(ir_p, vis_p).float()
+        if self._dtype != torch.float32 and not torch.isfinite(out).all():
+            warnings.warn(
+                f"{self._dtype} inference produced NaN/Inf; recomputing this batch in float32",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            out = self.model(ir_p.float(), vis_p.float()).float()
+        return out
+
+    def _forward_any(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        """Pad, run, crop: device tensors of any size in, float32 device tensors out."""
+        ir_p, pads = pad_to_network(ir)
+        vis_p, _ = pad_to_network(vis)
+        return crop(self._forward_padded(ir_p, vis_p), pads)
 
     @torch.inference_mode()
     def fuse_tensor(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
@@ -194,19 +314,36 @@ class Fuser:
             )
         ir = ir.to(self._device, torch.float32, non_blocking=True)
         vis = vis.to(self._device, torch.float32, non_blocking=True)
-        ir_p, pads = pad_to_network(ir)
-        vis_p, _ = pad_to_network(vis)
-        with self._autocast():
-            out = self.model(ir_p, vis_p)
-        out = out.float()
-        if self._dtype != torch.float32 and not torch.isfinite(out).all():
-            warnings.warn(
-                f"{self._dtype} inference produced NaN/Inf; recomputing this batch in float32",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            out = self.model(ir_p, vis_p).float()
-        return crop(out, pads)
+        return self._forward_any(ir, vis)
+
+    def tile_plan(
+        self, height: int, width: int, tile: TileLike = None, tile_overlap: int = DEFAULT_OVERLAP, batch: int = 1
+    ) -> TilePlan | None:
+        """The tiles :meth:`fuse` would use for an image of this size (``None``: whole image).
+
+        ``tile=None`` (default): the whole image when ``batch`` padded images fit the memory
+        budget of the device (see :mod:`emmafuse.tiling`), else as ``"auto"``.
+        ``tile="auto"``: square tiles of the largest side that fits the budget (at least
+        :data:`~emmafuse.tiling.MIN_AUTO_TILE`). An integer: tiles of that side (rounded down to
+        a multiple of 8). An image that fits in one tile is never tiled.
+        """
+        check_tile_options(tile, tile_overlap)
+        bpp = bytes_per_pixel(self._dtype)
+        if tile is None or tile == "auto":
+            budget = memory_budget(self._device)
+            if tile is None and padded_size(height) * padded_size(width) * bpp * max(batch, 1) <= budget:
+                return None
+            side = auto_tile_size(budget, self._dtype)
+            tile_overlap = min(tile_overlap, side // 2)
+        else:
+            side = int(tile)
+        plan = plan_tiles(height, width, side, tile_overlap)
+        return None if plan.is_single else plan
+
+    def _images_per_call(self, height: int, width: int, batch_size: int) -> int:
+        """Whole images per network call: ``batch_size``, fewer if they would not fit in memory."""
+        per_image = padded_size(height) * padded_size(width) * bytes_per_pixel(self._dtype)
+        return max(1, min(batch_size, memory_budget(self._device) // max(per_image, 1)))
 
     # ----------------------------------------------------------------- public API
     def fuse(
@@ -216,6 +353,8 @@ class Fuser:
         *,
         output_range: OutputRange = "clamp",
         batch_size: int = 8,
+        tile: TileLike = None,
+        tile_overlap: int = DEFAULT_OVERLAP,
     ) -> Any:
         """Fuse an infrared (or CT/PET/SPECT) image with a visible (or MRI) image.
 
@@ -229,7 +368,19 @@ class Fuser:
                 sigmoid, so already in [0, 1]): stable across frames, tiles and batches.
                 ``"minmax"`` stretches each fused image to the full [0, 1] range, as the
                 authors' test script does; use it to reproduce the paper's metrics.
-            batch_size: how many same-sized pairs go through the network at once.
+            batch_size: how many same-sized pairs (or tiles) go through the network at once;
+                fewer when they would not fit in the memory budget.
+            tile: ``None`` (default): whole images, unless an image would not fit in the memory
+                budget of the device (CUDA: free memory; CPU: 1.25 GiB, see
+                :mod:`emmafuse.tiling`), which is then tiled as with ``"auto"``. ``"auto"``:
+                tiles of the largest side that fits the budget. An integer: tiles of that side
+                (rounded down to a multiple of 8, at least 16). Only tiles travel to the device;
+                overlapping tiles are blended with feathered weights. The attention of the
+                U-Fuser is global, so tiled output differs slightly from whole-image output
+                (measured in ``benchmarks/RESULTS.md``); ``"minmax"`` is applied to the stitched
+                image, never per tile.
+            tile_overlap: overlap of neighbouring tiles in pixels (default 64), at most half the
+                tile side.
 
         Returns:
             The fused image in the container type (numpy / PIL / torch) and dtype of ``vis``.
@@ -246,11 +397,12 @@ class Fuser:
             raise ValueError(f"output_range must be 'clamp' or 'minmax', got {output_range!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_tile_options(tile, tile_overlap)
 
         ir_items, vis_items, kind = self._as_items(ir, vis)
         indexed = kind != "single"
         pairs = [_prepare_pair(a, b, i if indexed else None) for i, (a, b) in enumerate(zip(ir_items, vis_items))]
-        fused = self._run_pairs(pairs, output_range, batch_size)
+        fused = self._run_pairs(pairs, output_range, batch_size, tile, tile_overlap)
         outputs = [_finish(y, p) for y, p in zip(fused, pairs)]
         if kind == "single":
             return outputs[0]
@@ -288,18 +440,99 @@ class Fuser:
 
         return np.stack([o if o.ndim == 3 else o[..., None] for o in outputs])
 
-    def _run_pairs(self, pairs: Sequence[_Pair], output_range: OutputRange, batch_size: int) -> list[torch.Tensor]:
+    def _run_pairs(
+        self,
+        pairs: Sequence[_Pair],
+        output_range: OutputRange,
+        batch_size: int,
+        tile: TileLike = None,
+        tile_overlap: int = DEFAULT_OVERLAP,
+    ) -> list[torch.Tensor]:
         """Fused luminance ``(1, H, W)`` CPU tensors, same-size pairs batched together."""
         results: list[torch.Tensor | None] = [None] * len(pairs)
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, p in enumerate(pairs):
             by_size.setdefault(tuple(p.ir_y.shape[-2:]), []).append(i)
-        for indices in by_size.values():
-            for start in range(0, len(indices), batch_size):
-                chunk = indices[start : start + batch_size]
-                ir = torch.stack([pairs[i].ir_y for i in chunk])
-                vis = torch.stack([pairs[i].vis_y for i in chunk])
-                fused = _apply_range(self.fuse_tensor(ir, vis), output_range).cpu()
+        for (h, w), indices in by_size.items():
+            plan = self.tile_plan(h, w, tile, tile_overlap)
+            if plan is not None:
+                # tiles in mini-batches on accelerators; the CPU gains nothing from batching
+                tile_batch = self._images_per_call(plan.tile_h, plan.tile_w, batch_size) if self._device.type == "cuda" else 1
+                for i in indices:
+                    # views, no copies: the full image stays on the host, tiles go to the device
+                    fused = fuse_tiled(
+                        self._forward_padded,
+                        pairs[i].ir_y[None],
+                        pairs[i].vis_y[None],
+                        plan,
+                        device=self._device,
+                        tile_batch=tile_batch,
+                    )
+                    # the range policy sees the stitched image (global min/max), never a tile
+                    results[i] = _apply_range(fused, output_range)[0]
+                continue
+            per_call = self._images_per_call(h, w, batch_size)
+            chunks = [indices[s : s + per_call] for s in range(0, len(indices), per_call)]
+
+            def maker(chunk: list[int]) -> Any:
+                def make(pin: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                    ir = torch.stack([pairs[i].ir_y for i in chunk])
+                    vis = torch.stack([pairs[i].vis_y for i in chunk])
+                    return (ir.pin_memory(), vis.pin_memory()) if pin else (ir, vis)
+
+                return make
+
+            outputs = run_pipelined(
+                self._forward_any,
+                (maker(c) for c in chunks),
+                self._device,
+                lambda res, _idx: _apply_range(res, output_range),
+            )
+            for chunk, fused in zip(chunks, outputs):
                 for j, i in enumerate(chunk):
                     results[i] = fused[j]
         return [r for r in results if r is not None]
+
+
+class _CudaGraphs:
+    """Recorded CUDA graphs of the eager network, one per input shape and precision (LRU)."""
+
+    def __init__(self, max_shapes: int = 4) -> None:
+        self.max_shapes = max_shapes
+        self.entries: dict[tuple[Any, ...], tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    @staticmethod
+    def _weights_key(model: torch.nn.Module) -> tuple[Any, ...]:
+        return tuple((p.data_ptr(), weight_version(p)) for p in model.parameters())
+
+    def run(self, model: UFuser, autocast: Any, dtype: torch.dtype, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        key = (tuple(ir.shape), ir.device, dtype, self._weights_key(model))
+        entry = self.entries.pop(key, None)
+        if entry is None:
+            entry = self._record(model, autocast, ir, vis)
+            # drop graphs of stale weights and the least recently used shapes
+            self.entries = {k: v for k, v in self.entries.items() if k[3] == key[3]}
+            while len(self.entries) >= self.max_shapes:
+                self.entries.pop(next(iter(self.entries)))
+        self.entries[key] = entry  # most recently used last
+        graph, static_ir, static_vis, static_out = entry
+        static_ir.copy_(ir)
+        static_vis.copy_(vis)
+        graph.replay()
+        return static_out.clone()
+
+    @staticmethod
+    def _record(model: UFuser, autocast: Any, ir: torch.Tensor, vis: torch.Tensor) -> Any:
+        model.prepare_inference()
+        static_ir, static_vis = ir.clone(), vis.clone()
+        side = torch.cuda.Stream(ir.device)
+        side.wait_stream(torch.cuda.current_stream(ir.device))
+        with torch.cuda.stream(side):  # warm-up: cuDNN autotuning, folded-weight caches
+            for _ in range(2):
+                with autocast():
+                    model(static_ir, static_vis)
+        torch.cuda.current_stream(ir.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph), autocast():
+            static_out = model(static_ir, static_vis)
+        return graph, static_ir, static_vis, static_out

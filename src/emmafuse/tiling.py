@@ -1,0 +1,387 @@
+"""Tiled inference: fuse images of any size with bounded device memory.
+
+The full image stays on the host. It is padded once to the network's size multiple (exactly as
+the untiled path pads it), cut into overlapping tiles whose sides and offsets are multiples of
+:data:`~emmafuse.models.SIZE_MULTIPLE` (so each tile sees the same stride-2 sampling grid as the
+whole image would), and only tiles travel to the device, a mini-batch at a time. Tile outputs
+are blended back with separable raised-cosine ("feathered") weights normalised by their sum, so
+there is no seam and every pixel is a convex combination of the tiles that cover it.
+
+Tiling is *not* exact for the U-Fuser: its channel attention normalises queries and keys over
+all pixels of the image, so a tile sees slightly different attention statistics than the whole
+image. ``docs/performance.md`` and ``benchmarks/RESULTS.md`` give the measured differences and
+the reasons for the defaults below.
+
+Automatic tile size (``tile="auto"``, and the default ``tile=None`` for images that do not fit):
+the largest square tile whose estimated peak memory (:data:`BYTES_PER_PIXEL` times the padded
+tile area) fits the memory budget: on CUDA a fraction of the free device memory
+(``torch.cuda.mem_get_info``), on the CPU a fixed budget (:data:`CPU_MEMORY_BUDGET`, overridable
+with the ``EMMAFUSE_CPU_MEMORY_BUDGET`` environment variable, e.g. ``"1G"`` or ``"800M"``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from emmafuse.models import MIN_SIDE, SIZE_MULTIPLE
+from emmafuse.padding import crop, pad_to_network, padded_size
+
+__all__ = [
+    "BYTES_PER_PIXEL",
+    "CPU_MEMORY_BUDGET",
+    "DEFAULT_OVERLAP",
+    "MIN_AUTO_TILE",
+    "TileLike",
+    "TilePlan",
+    "auto_tile_size",
+    "axis_starts",
+    "check_tile_options",
+    "feather_ramp",
+    "fuse_tiled",
+    "memory_budget",
+    "plan_tiles",
+    "run_pipelined",
+]
+
+TileLike = int | str | None
+
+#: Default overlap between neighbouring tiles, in pixels (the blending ramp's length).
+DEFAULT_OVERLAP = 64
+#: ``"auto"`` never picks tiles smaller than this: smaller tiles see too little of the image
+#: for the global attention statistics (and cost more overlap).
+MIN_AUTO_TILE = 512
+#: Largest tile ``"auto"`` picks (bounds a single device call; CUDA may fit far more).
+MAX_AUTO_TILE = 8192
+#: Host-memory budget of one network call on the CPU, in bytes (see the module doc): 1.25 GiB
+#: lets a 1920x1080 image run whole (1.16 GiB estimated) and keeps an 8K fusion under 3 GB RSS.
+CPU_MEMORY_BUDGET = 5 << 28
+#: Fraction of the free CUDA memory ``"auto"`` plans to use.
+CUDA_MEMORY_FRACTION = 0.6
+#: Estimated peak bytes per (padded) pixel of one U-Fuser forward, by compute dtype. Measured
+#: on the CPU with ``ru_maxrss`` (fp32, fast paths, 1024x1024 and 2048x1024: 460-490 B/px), plus
+#: a margin for allocator slack; half precision is an estimate (activations halve, the fp32
+#: attention statistics do not).
+BYTES_PER_PIXEL = {torch.float32: 600, torch.float16: 360, torch.bfloat16: 360}
+
+
+def _parse_bytes(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    s = text.strip().lower().rstrip("b").rstrip("i")
+    scale = 1
+    if s and s[-1] in units:
+        scale = units[s[-1]]
+        s = s[:-1]
+    try:
+        value = float(s) * scale
+    except ValueError as exc:
+        raise ValueError(f"EMMAFUSE_CPU_MEMORY_BUDGET={text!r} is not a size such as '1G' or '800M'") from exc
+    if value <= 0:
+        raise ValueError(f"EMMAFUSE_CPU_MEMORY_BUDGET={text!r} must be positive")
+    return int(value)
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes one network call may use on ``device`` (see the module doc)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        # memory the caching allocator holds but does not use is free for us as well
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int((free + max(cached, 0)) * CUDA_MEMORY_FRACTION)
+    env = os.environ.get("EMMAFUSE_CPU_MEMORY_BUDGET")
+    return _parse_bytes(env) if env else CPU_MEMORY_BUDGET
+
+
+def bytes_per_pixel(dtype: torch.dtype) -> int:
+    return BYTES_PER_PIXEL.get(dtype, BYTES_PER_PIXEL[torch.float32])
+
+
+def auto_tile_size(budget: int, dtype: torch.dtype, batch: int = 1) -> int:
+    """Largest square tile side (a multiple of 8) whose forward fits ``budget`` bytes."""
+    side = math.isqrt(max(budget // (bytes_per_pixel(dtype) * max(batch, 1)), 1))
+    side = side // SIZE_MULTIPLE * SIZE_MULTIPLE
+    return int(min(max(side, MIN_AUTO_TILE), MAX_AUTO_TILE))
+
+
+def check_tile_options(tile: TileLike, overlap: int) -> None:
+    """Validate ``tile`` / ``tile_overlap`` with a clear ``ValueError``."""
+    if isinstance(tile, bool) or not (tile is None or tile == "auto" or isinstance(tile, int)):
+        raise ValueError(f"tile must be None, 'auto' or an integer tile side in pixels, got {tile!r}")
+    if isinstance(tile, int) and tile < MIN_SIDE:
+        raise ValueError(f"tile must be at least {MIN_SIDE} pixels (the network's minimum side), got {tile}")
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
+        raise ValueError(f"tile_overlap must be a non-negative integer number of pixels, got {overlap!r}")
+    if isinstance(tile, int):
+        side = tile // SIZE_MULTIPLE * SIZE_MULTIPLE
+        if overlap > side // 2:
+            raise ValueError(
+                f"tile_overlap={overlap} is too large for tile={tile}: it must be at most half the "
+                f"tile side ({side // 2}), or tiles would advance by less than the overlap"
+            )
+
+
+def feather_ramp(length: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Raised-cosine ramp rising over ``length`` samples, strictly inside (0, 1).
+
+    ``ramp[k] + ramp[length - 1 - k] == 1``: two tiles meeting over an overlap of ``length``
+    pixels get weights that already sum to one.
+    """
+    k = torch.arange(length, dtype=torch.float64)
+    return (0.5 - 0.5 * torch.cos(math.pi * (k + 0.5) / length)).to(dtype)
+
+
+def axis_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Tile offsets along one padded axis: multiples of 8, first 0, last ``length - tile``.
+
+    Tiles are spread evenly; neighbours overlap by at least ``overlap`` pixels.
+    """
+    if length <= tile:
+        return [0]
+    m = SIZE_MULTIPLE
+    units = (length - tile) // m  # both are multiples of 8
+    max_step = max((tile - overlap) // m, 1)
+    n = 2
+    while math.ceil(units / (n - 1)) > max_step:
+        n += 1
+    return [m * round(i * units / (n - 1)) for i in range(n)]
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Where the tiles of one padded ``height x width`` image go and how they are blended."""
+
+    height: int  # padded image size (multiples of 8)
+    width: int
+    tile_h: int
+    tile_w: int
+    ys: tuple[int, ...]
+    xs: tuple[int, ...]
+    overlap: int
+
+    @property
+    def num_tiles(self) -> int:
+        return len(self.ys) * len(self.xs)
+
+    @property
+    def is_single(self) -> bool:
+        return self.num_tiles == 1
+
+    def boxes(self) -> Iterator[tuple[int, int, int, int]]:
+        """``(y0, y1, x0, x1)`` of every tile, row by row."""
+        for y in self.ys:
+            for x in self.xs:
+                yield y, y + self.tile_h, x, x + self.tile_w
+
+    def _raw_axis_weights(self, starts: Sequence[int], size: int) -> list[torch.Tensor]:
+        raw = []
+        for i, s in enumerate(starts):
+            w = torch.ones(size, dtype=torch.float64)
+            if i > 0:  # rising over the overlap with the previous tile
+                ov = starts[i - 1] + size - s
+                w[:ov] *= feather_ramp(ov, torch.float64)
+            if i + 1 < len(starts):  # falling over the overlap with the next tile
+                ov = s + size - starts[i + 1]
+                w[size - ov :] *= feather_ramp(ov, torch.float64).flip(0)
+            raw.append(w)
+        return raw
+
+    def _axis_weights(self, starts: Sequence[int], size: int, length: int) -> list[torch.Tensor]:
+        raw = self._raw_axis_weights(starts, size)
+        total = torch.zeros(length, dtype=torch.float64)
+        for s, w in zip(starts, raw):
+            total[s : s + size] += w
+        return [w / total[s : s + size] for s, w in zip(starts, raw)]
+
+    def axis_weights(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per-tile 1-D weights along y and x, already normalised by their sums (float64).
+
+        The 2-D weight of tile ``(i, j)`` is the outer product ``wy[i] x wx[j]``. The tile grid is
+        a Cartesian product, so the sum of the 2-D weights is the outer product of the 1-D sums:
+        normalising each axis normalises the blend, and no full-size weight image is needed.
+        """
+        return (
+            self._axis_weights(self.ys, self.tile_h, self.height),
+            self._axis_weights(self.xs, self.tile_w, self.width),
+        )
+
+    def raw_weight_sum(self) -> torch.Tensor:
+        """``(height, width)`` sum of the un-normalised 2-D tile weights (> 0 wherever covered)."""
+        total = torch.zeros(self.height, self.width, dtype=torch.float64)
+        wy_raw = self._raw_axis_weights(self.ys, self.tile_h)
+        wx_raw = self._raw_axis_weights(self.xs, self.tile_w)
+        for y, wy in zip(self.ys, wy_raw):
+            for x, wx in zip(self.xs, wx_raw):
+                total[y : y + self.tile_h, x : x + self.tile_w] += wy[:, None] * wx[None, :]
+        return total
+
+
+def plan_tiles(height: int, width: int, tile: int, overlap: int = DEFAULT_OVERLAP) -> TilePlan:
+    """Plan tiles of side ``tile`` (rounded down to a multiple of 8) for an image of this size.
+
+    ``height``/``width`` are the *unpadded* image size; the plan covers the padded image that
+    :func:`~emmafuse.padding.pad_to_network` makes. A side not larger than the tile is one tile.
+    """
+    check_tile_options(tile, overlap)
+    hp, wp = padded_size(height), padded_size(width)
+    side = tile // SIZE_MULTIPLE * SIZE_MULTIPLE
+    th, tw = _balanced_side(hp, side, overlap), _balanced_side(wp, side, overlap)
+    return TilePlan(
+        height=hp,
+        width=wp,
+        tile_h=th,
+        tile_w=tw,
+        ys=tuple(axis_starts(hp, th, overlap)),
+        xs=tuple(axis_starts(wp, tw, overlap)),
+        overlap=overlap,
+    )
+
+
+def _balanced_side(length: int, side: int, overlap: int) -> int:
+    """The smallest tile side (multiple of 8, <= ``side``) that needs no more tiles than ``side``.
+
+    Shrinking the tiles to what their number requires keeps the overlap close to the requested
+    one instead of wasting compute on a large last overlap.
+    """
+    if length <= side:
+        return length
+    n = len(axis_starts(length, side, overlap))
+    m = SIZE_MULTIPLE
+    best = side
+    cand = -(-(length + (n - 1) * overlap) // n)  # ceil((length + (n-1)*overlap) / n)
+    cand = max(-(-cand // m) * m, MIN_SIDE)
+    while cand < side:
+        if overlap <= cand // 2 and len(axis_starts(length, cand, overlap)) <= n:
+            best = cand
+            break
+        cand += m
+    return best
+
+
+ForwardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+_Job = tuple[int, int, int, int, int]  # image index, y0, x0, tile row i, tile column j
+
+
+def run_pipelined(
+    forward: ForwardFn,
+    batches: Iterable[Callable[[bool], tuple[torch.Tensor, torch.Tensor]]],
+    device: torch.device,
+    finish: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+) -> Iterator[torch.Tensor]:
+    """Run ``forward`` over host batches; yield each float32 result on the host, in order.
+
+    Each item of ``batches`` is a callable ``make(pin) -> (ir, vis)`` building one host batch
+    (in pinned memory when ``pin``). ``finish(device_result, index)`` post-processes a result on
+    the device before it is copied back. On CUDA the upload of batch k+1 runs on a copy stream
+    and the download of batch k is asynchronous into pinned memory, so host work (building the
+    next batch, consuming the previous result) overlaps with device compute. Elsewhere this is
+    a plain loop.
+    """
+    finish = finish or (lambda res, _i: res)
+    if device.type != "cuda":
+        for idx, make in enumerate(batches):
+            a, b = make(False)
+            yield finish(forward(a.to(device), b.to(device)), idx).float().cpu()
+        return
+
+    compute = torch.cuda.current_stream(device)
+    copy = torch.cuda.Stream(device)
+
+    def upload(make: Callable[[bool], tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.cuda.Event]:
+        a, b = make(True)
+        copy.wait_stream(compute)  # device memory freed on the compute stream may be reused here
+        with torch.cuda.stream(copy):
+            da = a.to(device, non_blocking=True)
+            db = b.to(device, non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record(copy)
+        da.record_stream(compute)  # allocated on the copy stream, consumed on the compute stream
+        db.record_stream(compute)
+        return da, db, ready
+
+    it = iter(batches)
+    first = next(it, None)
+    nxt = upload(first) if first is not None else None
+    pending: tuple[torch.Tensor, torch.cuda.Event] | None = None
+    idx = 0
+    while nxt is not None:
+        da, db, ready = nxt
+        compute.wait_event(ready)
+        res = finish(forward(da, db), idx).float()
+        host = torch.empty(res.shape, dtype=torch.float32, pin_memory=True)
+        host.copy_(res, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record(compute)
+        following = next(it, None)  # the GPU works through the queue while the host prepares more
+        nxt = upload(following) if following is not None else None
+        if pending is not None:
+            pending[1].synchronize()
+            yield pending[0]
+        pending = (host, done)
+        idx += 1
+    if pending is not None:
+        pending[1].synchronize()
+        yield pending[0]
+
+
+def fuse_tiled(
+    forward: ForwardFn,
+    ir: torch.Tensor,
+    vis: torch.Tensor,
+    plan: TilePlan,
+    *,
+    device: torch.device,
+    tile_batch: int = 1,
+) -> torch.Tensor:
+    """Fuse host tensors ``(N, 1, H, W)`` tile by tile; returns the ``(N, 1, H, W)`` host result.
+
+    ``forward(ir_tiles, vis_tiles)`` runs the network on device tensors of padded tile size and
+    returns float32 device tensors. Tiles travel in mini-batches of ``tile_batch`` through
+    :func:`run_pipelined`; the weighted tile outputs are accumulated into one host image.
+    """
+    if ir.device.type != "cpu" or vis.device.type != "cpu":
+        raise ValueError("fuse_tiled expects host (CPU) tensors; only tiles go to the device")
+    if ir.shape != vis.shape or ir.ndim != 4 or ir.shape[1] != 1:
+        raise ValueError(
+            f"fuse_tiled expects two (N, 1, H, W) tensors of one shape, got {tuple(ir.shape)} and {tuple(vis.shape)}"
+        )
+    ir_p, pads = pad_to_network(ir.float())
+    vis_p, _ = pad_to_network(vis.float())
+    if tuple(ir_p.shape[-2:]) != (plan.height, plan.width):
+        raise ValueError(f"tile plan is for {plan.height}x{plan.width}, padded image is {tuple(ir_p.shape[-2:])}")
+    out = torch.zeros(ir.shape[0], 1, plan.height, plan.width, dtype=torch.float32)
+    wy, wx = plan.axis_weights()
+    jobs: list[_Job] = [
+        (k, y, x, i, j) for k in range(ir.shape[0]) for i, y in enumerate(plan.ys) for j, x in enumerate(plan.xs)
+    ]
+    step = max(int(tile_batch), 1)
+    batches = [jobs[s : s + step] for s in range(0, len(jobs), step)]
+    th, tw = plan.tile_h, plan.tile_w
+    weights: dict[tuple[int, int], torch.Tensor] = {}
+
+    def maker(batch: list[_Job]) -> Callable[[bool], tuple[torch.Tensor, torch.Tensor]]:
+        def make(pin: bool) -> tuple[torch.Tensor, torch.Tensor]:
+            a = torch.empty(len(batch), 1, th, tw, pin_memory=pin)
+            b = torch.empty(len(batch), 1, th, tw, pin_memory=pin)
+            for t, (k, y, x, _i, _j) in enumerate(batch):
+                a[t].copy_(ir_p[k, :, y : y + th, x : x + tw])
+                b[t].copy_(vis_p[k, :, y : y + th, x : x + tw])
+            return a, b
+
+        return make
+
+    def weigh(res: torch.Tensor, idx: int) -> torch.Tensor:
+        batch = batches[idx]
+        for _k, _y, _x, i, j in batch:
+            if (i, j) not in weights:
+                weights[i, j] = (wy[i][:, None] * wx[j][None, :]).float().to(res.device)
+        return res * torch.stack([weights[i, j] for (_k, _y, _x, i, j) in batch])[:, None]
+
+    results = run_pipelined(forward, (maker(b) for b in batches), device, weigh)
+    for batch, res in zip(batches, results):
+        for t, (k, y, x, _i, _j) in enumerate(batch):
+            out[k, :, y : y + th, x : x + tw] += res[t]
+    return crop(out, pads)
