@@ -157,18 +157,6 @@ def prepare_folder(
     return out
 
 
-def write_manifest(path: Path, data: dict[str, Any]) -> Path:
-    """Write the manifest atomically to the file ``path`` points to (symlinks are kept)."""
-    from emmafuse.checkpoint import atomic_write
-
-    target = Path(os.path.realpath(path))
-    mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    atomic_write(target, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    target.chmod(mode)  # atomic_write's temporary file is private (0600)
-    return target
-
-
 def push_folder(repo_id: str, folder: Path, *, private: bool, message: str) -> str:
     """Create the repository if needed and upload the folder; returns the commit hash."""
     from huggingface_hub import HfApi
@@ -226,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         entry["published"] = True
         if args.license:
             entry["license"] = args.license
+        from emmafuse.weights import write_manifest
+
         written = write_manifest(args.manifest, manifest)
         print(f"updated {written}: revision {commit}, published")
     else:

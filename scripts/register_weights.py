@@ -42,18 +42,6 @@ def _read_json(path: str | os.PathLike[str]) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def write_manifest(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
-    """Write the manifest atomically to the file ``path`` points to (symlinks are kept)."""
-    from emmafuse.checkpoint import atomic_write
-
-    target = Path(os.path.realpath(path))
-    mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    atomic_write(target, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    target.chmod(mode)  # atomic_write's temporary file is private (0600)
-    return target
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -180,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print("dry run: nothing written")
         return 0
+    from emmafuse.weights import write_manifest
+
     written = write_manifest(args.manifest, manifest)
     print(f"updated {written}")
     if args.embed:

@@ -38,3 +38,12 @@ def fuser(random_weights: Path):
     import emmafuse
 
     return emmafuse.load(random_weights, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine: one thread is faster and far steadier."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

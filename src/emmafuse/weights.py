@@ -449,3 +449,15 @@ def resolve_weights(
     return locate_weights(
         name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
     ).path
+
+
+def write_manifest(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
+    """Write a manifest atomically to the file ``path`` points to (maintainer scripts; symlinks kept)."""
+    from emmafuse.checkpoint import atomic_write
+
+    target = Path(os.path.realpath(path))
+    mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    atomic_write(target, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    target.chmod(mode)
+    return target
