@@ -112,3 +112,18 @@ def test_models_lists_the_manifest(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "emma-ivf" in out
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [(["--tile", "8"], "at least 16"), (["--tile-overlap", "-1"], "non-negative"), (["--tile", "64", "--tile-overlap", "40"], "too large")],
+)
+def test_bad_tile_options_fail_before_any_pair(tmp_path, random_weights, capsys, options, message):
+    ird, visd = tmp_path / "ir", tmp_path / "vi"
+    ird.mkdir(), visd.mkdir()
+    ir, vis = synthetic_pair(40, 48)
+    Image.fromarray(ir).save(ird / "a.png")
+    Image.fromarray(vis).save(visd / "a.png")
+    rc = main(["fuse", "--ir-dir", str(ird), "--vis-dir", str(visd), "-o", str(tmp_path / "o"), "--weights", str(random_weights), *options])
+    assert rc == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -41,25 +41,13 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
 
 
 def _tile_option(text: str) -> int | str:
+    """'auto' or an integer; the range rules live in emmafuse.tiling.check_tile_options."""
     if text.strip().lower() == "auto":
         return "auto"
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected 'auto' or a tile side in pixels, got {text!r}") from None
-    if value < 16:
-        raise argparse.ArgumentTypeError(f"tile side must be at least 16 pixels, got {value}")
-    return value
-
-
-def _overlap_option(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of pixels, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"overlap must be non-negative, got {value}")
-    return value
 
 
 def _add_tile_options(p: argparse.ArgumentParser) -> None:
@@ -69,7 +57,7 @@ def _add_tile_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="tile side in pixels or 'auto' (default: whole images, tiled only when they do not fit in memory)",
     )
-    p.add_argument("--tile-overlap", type=_overlap_option, default=None, help="overlap of neighbouring tiles in pixels (default 64)")
+    p.add_argument("--tile-overlap", type=int, default=None, help="overlap of neighbouring tiles in pixels (default 64)")
 
 
 def _load_fuser(args: argparse.Namespace) -> Any:
@@ -82,10 +70,16 @@ def _load_fuser(args: argparse.Namespace) -> Any:
 
 
 def _fuse_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    from emmafuse.tiling import DEFAULT_OVERLAP, check_tile_options
+
     kwargs: dict[str, Any] = {"output_range": args.output_range}
     for name in ("tile", "tile_overlap"):
         if getattr(args, name, None) is not None:
             kwargs[name] = getattr(args, name)
+    try:  # validate once, before any pair is read (folder mode would otherwise skip every pair)
+        check_tile_options(kwargs.get("tile"), kwargs.get("tile_overlap", DEFAULT_OVERLAP))
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
     return kwargs
 
 
@@ -113,8 +107,8 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
             raise CliError("folder mode needs both --ir-dir and --vis-dir and no positional files")
     elif not (args.ir and args.vis):
         raise CliError("give IR and VIS files, or --ir-dir and --vis-dir")
-    fuser = _load_fuser(args)
     kwargs = _fuse_kwargs(args)
+    fuser = _load_fuser(args)
 
     if not folder_mode:
         try:
