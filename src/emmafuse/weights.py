@@ -44,7 +44,6 @@ __all__ = [
     "locate_weights",
     "manifest_path",
     "read_manifest",
-    "resolve_weights",
     "validate_manifest",
     "verify_file",
 ]
@@ -437,18 +436,6 @@ def _locate_released(
         ) from None
     return ResolvedWeights(path, "download", digest, entry.name, rev)
 
-
-def resolve_weights(
-    name_or_path: str | os.PathLike[str] | None = None,
-    *,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    local_files_only: bool = False,
-) -> Path:
-    """Like :func:`locate_weights`, returning only the local file."""
-    return locate_weights(
-        name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
-    ).path
 
 
 def write_manifest(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
