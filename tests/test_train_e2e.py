@@ -141,6 +141,7 @@ def test_bootstrap_pseudo_gt_trains_a_conventional_fuser_first(pairs: tuple[Path
     cfg = tiny_config(*pairs, tmp_path / "boot")
     cfg.sensing.pseudo_gt = ("bootstrap", "laplacian")
     cfg.sensing.steps = 2
+    cfg.bootstrap.steps, cfg.log_every = 12, 4
     trainer = Trainer(cfg)
     trainer.train_sensing()
     boot = trainer.results["bootstrap"].history

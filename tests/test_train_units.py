@@ -303,16 +303,33 @@ def test_config_json_roundtrip_overrides_and_validation(tmp_path: Path) -> None:
         TrainConfig.load(path)
 
 
-def test_quick_metrics_agree_with_local_definitions() -> None:
-    from emmafuse.train.quick_metrics import average_gradient, entropy, quick_metrics, standard_deviation
+def test_quick_metrics_are_the_reference_metrics_of_the_8bit_image() -> None:
+    from emmafuse.metrics import evaluate
+    from emmafuse.train.quick_metrics import VALIDATION_METRICS, quick_metrics
 
     torch.manual_seed(0)
-    f = torch.round(torch.rand(1, 1, 40, 50) ** 2 * 255) / 255
-    got = quick_metrics(f, torch.rand(1, 1, 40, 50), torch.rand(1, 1, 40, 50))
-    assert got["EN"] == pytest.approx(entropy(f), rel=1e-6)
-    assert got["SD"] == pytest.approx(standard_deviation(f), rel=1e-5)
-    assert got["AG"] == pytest.approx(average_gradient(f), rel=1e-5)
-    assert 0 < got["EN"] <= 8 and not math.isnan(got["AG"])
+    f = torch.rand(1, 1, 48, 50) ** 2
+    ir, vis = torch.rand(1, 1, 48, 50), torch.rand(1, 1, 48, 50)
+    got = quick_metrics(f, ir, vis)
+    want = evaluate(
+        torch.round(f * 255)[0, 0].double().numpy(), (ir * 255)[0, 0].double().numpy(),
+        (vis * 255)[0, 0].double().numpy(), metrics=list(VALIDATION_METRICS),
+    )
+    for name in VALIDATION_METRICS:
+        assert got[name] == pytest.approx(want[name], rel=1e-9)
+    assert "grid" in got and not math.isnan(got["AG"])
+    small = quick_metrics(f[..., :32, :32], ir[..., :32, :32], vis[..., :32, :32])
+    assert "VIF" not in small and "Qabf" in small  # VIF needs 41 pixels: left out, not an error
+
+
+def test_grid_ratio_flags_a_checkerboard_and_not_a_smooth_image() -> None:
+    from emmafuse.train.quick_metrics import grid_ratio
+
+    yy, xx = np.mgrid[0:128, 0:128]
+    smooth = 128 + 60 * np.sin(xx / 9.0) * np.cos(yy / 13.0) + np.random.default_rng(0).normal(0, 2, (128, 128))
+    checker = smooth + 6 * ((xx + yy) % 2 * 2 - 1)
+    assert grid_ratio(smooth) < 20
+    assert grid_ratio(checker) > 100
 
 
 def test_inference_code_does_not_import_training() -> None:

@@ -92,6 +92,10 @@ class FastPaths:
     fused_layernorm: bool = True
     fused_concat: bool = True
     channels_last: bool = True
+    #: Use the two folds with gradients too (training): the composed weights are rebuilt from
+    #: the parameters every call, inside autograd, so gradients reach every original weight.
+    #: Off by default: training then runs the release's computation unchanged.
+    train_folds: bool = False
 
 
 def _conv3x3(cin: int, cout: int, *, bias: bool, stride: int = 1, groups: int = 1) -> nn.Conv2d:
@@ -207,6 +211,8 @@ class ChannelAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fast.fold_attention and not torch.is_grad_enabled():
             return self._forward_folded(x)
+        if self.fast.train_folds and torch.is_grad_enabled():
+            return self._forward_folded(x, self._compute_fold(self.qkv2.weight.dtype))
         return self._forward_plain(x)
 
     # ------------------------------------------------------------------ plain (release) path
@@ -234,10 +240,10 @@ class ChannelAttention(nn.Module):
         """
         return self._fold.get((self.qkv1.weight, self.qkv2.weight, self.proj.weight), self._compute_fold)
 
-    def _compute_fold(self) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def _compute_fold(self, acc: torch.dtype | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
         w1 = self.qkv1.weight
         w2 = self.qkv2.weight
-        acc = _fold_dtype(w2)
+        acc = acc or _fold_dtype(w2)
         c = w1.shape[1]
         folded = torch.einsum("omyx,mi->oiyx", w2.to(acc), w1[:, :, 0, 0].to(acc))
         w_qk, w_v = folded[: 2 * c], folded[2 * c :]
@@ -247,9 +253,11 @@ class ChannelAttention(nn.Module):
             return None, w_v.to(w2.dtype).contiguous()
         return w_qk.to(w2.dtype).contiguous(), w_v.to(w2.dtype).contiguous()
 
-    def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_folded(
+        self, x: torch.Tensor, weights: tuple[torch.Tensor | None, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         b, c, h, w = x.shape
-        w_qk, w_v = self.folded_weights()
+        w_qk, w_v = weights if weights is not None else self.folded_weights()
         if w_qk is None:
             return F.conv2d(x, w_v, padding=1)
         heads = self.num_heads
@@ -318,6 +326,10 @@ class GatedMlp(nn.Module):
             w1, w2 = self.folded_weights()
             xp = F.pad(x, (1, 1, 1, 1), mode="reflect")
             return self.project_out(F.gelu(F.conv2d(xp, w1)).mul_(F.conv2d(xp, w2)))
+        if self.fast.train_folds and torch.is_grad_enabled():
+            w1, w2 = self._compute_fold(self.dwconv.weight.dtype)
+            xp = F.pad(x, (1, 1, 1, 1), mode="reflect")
+            return self.project_out(F.gelu(F.conv2d(xp, w1)) * F.conv2d(xp, w2))
         x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
         return self.project_out(F.gelu(x1) * x2)
 
@@ -325,10 +337,10 @@ class GatedMlp(nn.Module):
         """Dense 3x3 weights of ``dwconv . project_in`` for the GELU half and the gate half."""
         return self._fold.get((self.project_in.weight, self.dwconv.weight), self._compute_fold)
 
-    def _compute_fold(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _compute_fold(self, acc: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         w_in = self.project_in.weight[:, :, 0, 0]  # (2h, dim)
         w_dw = self.dwconv.weight  # (2h, 2h / groups, 3, 3)
-        acc = _fold_dtype(w_dw)
+        acc = acc or _fold_dtype(w_dw)
         out_ch, per_group = w_dw.shape[:2]
         # output channel o of the grouped conv reads input channels first(o) .. first(o)+per_group-1
         first = torch.arange(out_ch, device=w_dw.device) // per_group * per_group
@@ -539,3 +551,4 @@ class UFuser(nn.Module):
         out = self.up2(self.de_2(torch.cat((out, f2), 1)))
         out = self.de_1(torch.cat((out, f1), 1))
         return self.last(out).contiguous()
+

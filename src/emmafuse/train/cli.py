@@ -52,6 +52,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(flag, type=typ, default=None, help=help_)
     for flag, (_, _, help_) in _SWITCHES.items():
         p.add_argument(flag, action="store_true", default=None, help=help_)
+    p.add_argument("--recipe", default=None, help="start from a named recipe (`emmafuse train recipes`) or a recipe .json")
     p.add_argument("--config", type=Path, default=None, help="JSON config (see `emmafuse train defaults`)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="set any config field, e.g. --set fuser.lr_step=200 (repeatable)")
@@ -67,7 +68,7 @@ def add_train_command(subparsers: Any) -> argparse.ArgumentParser:
         help="train or fine-tune a U-Fuser on your own image pairs (EMMA recipe)",
         description="Train EMMA: stage II sensing nets A_i/A_v, stage III equivariant U-Fuser, export .safetensors.",
     )
-    sub = train.add_subparsers(dest="train_command", metavar="{all,sensing,fuser,export,defaults}")
+    sub = train.add_subparsers(dest="train_command", metavar="{all,sensing,fuser,export,defaults,recipes}")
     sub.required = True
 
     p = sub.add_parser("all", help="all stages, then export <out>/fuser.safetensors")
@@ -90,21 +91,26 @@ def add_train_command(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--to", type=Path, default=None, help="destination (default <out>/fuser.safetensors)")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("defaults", help="print the default configuration as JSON")
+    p = sub.add_parser("defaults", help="print the default configuration (or a recipe's, with --recipe) as JSON")
+    p.add_argument("--recipe", default=None, help="print this recipe's full configuration instead")
     p.set_defaults(func=_cmd_defaults)
+
+    p = sub.add_parser("recipes", help="list the shipped training recipes")
+    p.set_defaults(func=_cmd_recipes)
     return train
 
 
 def _build_config(args: argparse.Namespace):  # -> TrainConfig
     from emmafuse.train.config import ConfigError, TrainConfig
 
-    cfg = TrainConfig()
+    from emmafuse.train.recipes import config_from_recipe
+
+    cfg = config_from_recipe(args.recipe) if args.recipe else TrainConfig()
+    saved = Path(args.out or cfg.out_dir) / "config.json"
     if args.config is not None:
         cfg = TrainConfig.load(args.config)
-    elif args.resume:
-        saved = Path(args.out or cfg.out_dir) / "config.json"
-        if saved.is_file():
-            cfg = TrainConfig.load(saved)
+    elif args.resume and saved.is_file():
+        cfg = TrainConfig.load(saved)
     for flag, (key, _, _) in _FLAGS.items():
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
@@ -180,9 +186,23 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_defaults(args: argparse.Namespace) -> int:
-    from emmafuse.train.config import TrainConfig
+    from emmafuse.train.config import ConfigError, TrainConfig
+    from emmafuse.train.recipes import config_from_recipe
 
-    print(json.dumps(TrainConfig().to_dict(), indent=2))
+    try:
+        cfg = config_from_recipe(args.recipe) if args.recipe else TrainConfig()
+    except ConfigError as exc:
+        print(f"emmafuse train: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(cfg.to_dict(), indent=2))
+    return 0
+
+
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from emmafuse.train.recipes import list_recipes
+
+    for recipe in list_recipes():
+        print(f"{recipe.name:<10} {recipe.description}")
     return 0
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "DataConfig",
     "SensingConfig",
     "BootstrapConfig",
+    "WarmStartConfig",
     "FuserStageConfig",
     "TrainConfig",
     "DEFAULT_PSEUDO_GT",
@@ -45,6 +46,7 @@ class DataConfig:
     val_pairs: int = 10  #: pairs held out of the training folders for validation
     val_crop: int = 256  #: side of the fixed centre crop used for validation (multiple of 16)
     workers: int = 4  #: DataLoader worker processes (0: load in the main process); stage II needs ~1600 patches/s
+    cache_dir: str = ""  #: pseudo-GT cache folder ("" = ~/.cache/emmafuse/pseudo_gt, "none" = no cache)
 
 
 @dataclass
@@ -77,6 +79,25 @@ class BootstrapConfig:
 
 
 @dataclass
+class WarmStartConfig:
+    """Optional warm start of the U-Fuser before stage III (off when ``steps`` is 0).
+
+    The U-Fuser is first fitted to one pseudo-GT source (``target``) with ``L1 + gradient
+    L1``, plus ``grad_max`` times the gradient-max L1 of the conventional fusion loss (keeps
+    the sharper source's edges). Stage III then starts from these weights instead of a random
+    initialisation: on a CPU budget the equivariant objective alone converges far too slowly.
+    """
+
+    steps: int = 0
+    batch: int = 8
+    lr: float = 1e-3
+    lr_gamma: float = 0.5
+    lr_step: int = 0  #: StepLR period in steps; 0 = steps // 3
+    target: str = "gff"  #: name of a pseudo-GT source in sensing.pseudo_gt
+    grad_max: float = 0.0  #: weight of the gradient-max term
+
+
+@dataclass
 class FuserStageConfig:
     """Stage III: equivariant training of the U-Fuser."""
 
@@ -92,6 +113,7 @@ class FuserStageConfig:
     transforms_per_sample: int = 1  #: sampled group elements per patch and step (official: 9 + identity)
     rotation: str = "arbitrary"  #: "arbitrary" (masked, official-like) or "rot90"
     init: str = ""  #: optional .safetensors U-Fuser weights to fine-tune from
+    anchor: float = 0.0  #: weight of L(f, pseudo GT warm_start.target) in stage III (0 = the paper's loss)
 
 
 @dataclass
@@ -101,12 +123,17 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     sensing: SensingConfig = field(default_factory=SensingConfig)
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
     fuser: FuserStageConfig = field(default_factory=FuserStageConfig)
+    recipe: str = ""  #: name of the recipe these settings started from (informational)
     out_dir: str = "runs/emma"
     seed: int = 0
     device: str = "auto"  #: "auto", "cpu", "cuda", "cuda:1", ...
     amp: bool = True  #: bf16 autocast (CUDA only; ignored on CPU)
     channels_last: bool = False
+    up_init: str = "bilinear"  #: transposed convs of new nets start as "bilinear" upsampling or "default" (PyTorch)
+    balanced_upsampling: bool = True  #: project transposed convs onto checkerboard-free kernels after each step
+    folded_training: bool = True  #: train the U-Fuser through its exact folded convolutions (faster; same function)
     compile: bool = False  #: torch.compile the U-Fuser (CUDA; compile time counts)
     log_every: int = 10
     val_every: int = 250
@@ -168,7 +195,7 @@ class TrainConfig:
             raise ConfigError(f"data.val_crop must be a multiple of 16 and >= 16, got {d.val_crop}")
         if d.val_pairs < 0 or d.workers < 0 or d.max_crop_tries < 1:
             raise ConfigError("data.val_pairs and data.workers must be >= 0, data.max_crop_tries >= 1")
-        for name, stage in (("sensing", s), ("bootstrap", self.bootstrap), ("fuser", f)):
+        for name, stage in (("sensing", s), ("bootstrap", self.bootstrap), ("warm_start", self.warm_start), ("fuser", f)):
             if stage.steps < 0 or stage.batch < 1 or stage.lr <= 0:
                 raise ConfigError(f"{name}: steps must be >= 0, batch >= 1 and lr > 0")
         if s.base < 1:
@@ -179,6 +206,16 @@ class TrainConfig:
             raise ConfigError("sensing.pseudo_gt names no source")
         if f.rotation not in ("arbitrary", "rot90"):
             raise ConfigError(f"fuser.rotation must be 'arbitrary' or 'rot90', got {f.rotation!r}")
+        if self.up_init not in ("bilinear", "default"):
+            raise ConfigError(f"up_init must be 'bilinear' or 'default', got {self.up_init!r}")
+        if f.anchor < 0 or self.warm_start.grad_max < 0:
+            raise ConfigError("fuser.anchor and warm_start.grad_max must be >= 0")
+        uses_target = self.warm_start.steps > 0 or f.anchor > 0
+        if uses_target and self.warm_start.target not in _source_names(s.pseudo_gt):
+            raise ConfigError(
+                f"warm_start.target {self.warm_start.target!r} must be one of the pseudo-GT sources "
+                f"{list(_source_names(s.pseudo_gt))} (sensing.pseudo_gt)"
+            )
         if f.transforms_per_sample < 1:
             raise ConfigError("fuser.transforms_per_sample must be >= 1")
         if any(c % f.num_heads for c in f.channels):
@@ -187,6 +224,11 @@ class TrainConfig:
             raise ConfigError("max_shard_mib and keep_checkpoints must be >= 1")
         if min(self.log_every, self.val_every, self.ckpt_every) < 1:
             raise ConfigError("log_every, val_every and ckpt_every must be >= 1")
+
+
+def _source_names(specs: tuple[str, ...]) -> tuple[str, ...]:
+    """The names pseudo-GT sources get (``folder:X`` -> ``folder:X``, ``gff`` -> ``gff``)."""
+    return tuple(spec.strip() for spec in specs)
 
 
 def _to_jsonable(value: Any) -> Any:

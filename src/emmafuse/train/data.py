@@ -210,7 +210,8 @@ class PatchDataset(Dataset):
     """Random square patches of the stored pairs; item ``k`` is deterministic in ``(seed, k)``.
 
     Items are dicts of ``(1, crop, crop)`` float32 tensors: ``ir``, ``vis`` and, when
-    ``with_fused``, ``fused`` (one pseudo-GT source drawn per sample).
+    ``with_fused``, ``fused`` (one pseudo-GT source drawn per sample, among ``sources``
+    when given, else among all in the store).
     """
 
     def __init__(
@@ -224,9 +225,12 @@ class PatchDataset(Dataset):
         low_contrast_filter: bool = True,
         max_tries: int = 10,
         with_fused: bool = False,
+        sources: Sequence[str] | None = None,
     ) -> None:
         if with_fused and not store.fused:
             raise ValueError("with_fused=True needs pseudo ground truth in the store")
+        if sources is not None and (not sources or set(sources) - set(store.fused)):
+            raise ValueError(f"pseudo-GT sources {list(sources)} are not all in the store ({sorted(store.fused)})")
         self.store = store
         self.crop = crop
         self.seed = seed
@@ -235,7 +239,7 @@ class PatchDataset(Dataset):
         self.low_contrast_filter = low_contrast_filter
         self.max_tries = max_tries
         self.with_fused = with_fused
-        self.sources = sorted(store.fused)
+        self.sources = sorted(sources) if sources is not None else sorted(store.fused)
 
     def pair_index(self, k: int) -> int:
         """Every pair once per epoch of ``len(store)`` samples, in a seeded order."""

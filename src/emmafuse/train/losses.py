@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["sobel_gradient", "l1_gradient_loss", "sensing_loss", "conventional_fusion_loss"]
+__all__ = ["sobel_gradient", "l1_gradient_loss", "sensing_loss", "gradient_max_loss", "conventional_fusion_loss"]
 
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
 _SOBEL = torch.stack([_SOBEL_X, _SOBEL_X.t()])[:, None]  # (2, 1, 3, 3): d/dx, d/dy
@@ -58,10 +58,13 @@ def sensing_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> 
     raise ValueError(f"unknown sensing loss {kind!r}")
 
 
+def gradient_max_loss(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+    """``mean| |grad f| - max(|grad i|, |grad v|) |`` with ``|g| = |gx| + |gy|`` (Sobel / 8)."""
+    g = sobel_gradient(torch.cat([fused.float(), ir.float(), vis.float()], 1)).abs().sum(2)
+    return F.l1_loss(g[:, :1], torch.maximum(g[:, 1:2], g[:, 2:3]))
+
+
 def conventional_fusion_loss(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
     """Intensity-max + gradient-max L1: the usual unsupervised fusion loss (bootstrap stage)."""
-    fused, ir, vis = fused.float(), ir.float(), vis.float()
-    l_int = F.l1_loss(fused, torch.maximum(ir, vis))
-    g = sobel_gradient(torch.cat([fused, ir, vis], 1)).abs().sum(2)  # |gx| + |gy| per image
-    l_grad = F.l1_loss(g[:, :1], torch.maximum(g[:, 1:2], g[:, 2:3]))
-    return l_int + l_grad
+    l_int = F.l1_loss(fused.float(), torch.maximum(ir.float(), vis.float()))
+    return l_int + gradient_max_loss(fused, ir, vis)

@@ -19,8 +19,10 @@ All sources fuse *whole images* once, before training, on the training device.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +41,7 @@ __all__ = [
     "FuserPseudoGT",
     "parse_sources",
     "fill_pseudo_gt",
+    "default_cache_dir",
     "box_mean",
     "guided_filter",
 ]
@@ -48,6 +51,10 @@ class PseudoGTSource(ABC):
     """Produces a pseudo fused image for one registered pair."""
 
     name: str = "source"
+
+    def cache_key(self) -> str | None:
+        """A string naming this rule and its parameters, or None when results must not be cached."""
+        return None
 
     @abstractmethod
     def fuse(self, ir: torch.Tensor, vis: torch.Tensor, stem: str) -> torch.Tensor:
@@ -114,6 +121,9 @@ class LaplacianPyramidFusion(PseudoGTSource):
         self.levels = levels
         self._kernel = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
 
+    def cache_key(self) -> str:
+        return f"laplacian-v1-levels{self.levels}"
+
     def _down(self, x: torch.Tensor) -> torch.Tensor:
         return _separable(x, self._kernel)[..., ::2, ::2]
 
@@ -160,6 +170,9 @@ class GuidedFilterFusion(PseudoGTSource):
         self.r1, self.eps1, self.r2, self.eps2 = r1, eps1, r2, eps2
         self._gauss = _gaussian_1d(5, 5.0)
         self._lap = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
+
+    def cache_key(self) -> str:
+        return f"gff-v1-r{self.r1}-e{self.eps1}-r{self.r2}-e{self.eps2}"
 
     def fuse(self, ir: torch.Tensor, vis: torch.Tensor, stem: str = "") -> torch.Tensor:
         imgs = torch.cat([ir.float(), vis.float()], 0)  # (2, 1, H, W)
@@ -266,14 +279,75 @@ def parse_sources(specs: Sequence[str], bootstrap: torch.nn.Module | None = None
     return sources
 
 
+def default_cache_dir() -> Path:
+    """``$EMMAFUSE_CACHE/pseudo_gt`` or ``~/.cache/emmafuse/pseudo_gt``."""
+    root = os.environ.get("EMMAFUSE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "emmafuse")
+    return Path(root) / "pseudo_gt"
+
+
+def _cache_file(cache_dir: Path, source: PseudoGTSource, store: PairStore) -> Path | None:
+    """Where ``source``'s results for exactly these pairs (paths, sizes, mtimes) are cached."""
+    key = source.cache_key()
+    if key is None:
+        return None
+    h = hashlib.sha256(key.encode())
+    for pair in store.pairs:
+        for path in (pair.ir_path, pair.vis_path):
+            st = os.stat(path)
+            h.update(f"{pair.stem}\0{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return cache_dir / f"{key}-{h.hexdigest()[:16]}.npz"
+
+
+def _read_cache(path: Path, store: PairStore) -> list[np.ndarray] | None:
+    try:
+        with np.load(path) as data:
+            images = [data[f"a{i}"] for i in range(len(store))]
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):  # missing, partial or foreign: recompute
+        return None
+    if any(img.shape != a.shape for img, a in zip(images, store.ir)):
+        return None
+    return images
+
+
+def _write_cache(path: Path, images: Sequence[np.ndarray]) -> None:
+    from emmafuse.checkpoint import atomic_write
+
+    arrays = {f"a{i}": np.asarray(img, dtype=np.float16) for i, img in enumerate(images)}
+
+    def save(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    try:
+        atomic_write(path, save)
+    except OSError:  # a read-only cache only costs the recomputation next time
+        pass
+
+
 def fill_pseudo_gt(
-    store: PairStore, sources: Sequence[PseudoGTSource], device: torch.device | str = "cpu", progress: bool = False
-) -> None:
-    """Fuse every stored pair with every source (whole images) and keep the results in ``store``."""
+    store: PairStore,
+    sources: Sequence[PseudoGTSource],
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, str]:
+    """Fuse every stored pair with every source (whole images) and keep the results in ``store``.
+
+    Deterministic rules (``laplacian``, ``gff``) are cached in ``cache_dir`` (None: no cache),
+    keyed by the rule, its parameters and the pairs' paths, sizes and modification times.
+    Returns ``{source name: "cache" | "computed"}``.
+    """
     for source in sources:
         source.check(store.stems)
     device = torch.device(device)
+    how: dict[str, str] = {}
     for source in sources:
+        cache = _cache_file(Path(cache_dir), source, store) if cache_dir is not None else None
+        cached = _read_cache(cache, store) if cache is not None and cache.is_file() else None
+        if cached is not None:
+            store.add_fused(source.name, cached)
+            how[source.name] = "cache"
+            continue
         results: list[np.ndarray] = []
         items = range(len(store))
         if progress:
@@ -286,3 +360,7 @@ def fill_pseudo_gt(
             fused = source.fuse(ir, vis, store.pairs[i].stem)
             results.append(fused[0, 0].float().cpu().numpy())
         store.add_fused(source.name, results)
+        how[source.name] = "computed"
+        if cache is not None:
+            _write_cache(cache, store.fused[source.name])
+    return how

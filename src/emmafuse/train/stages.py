@@ -12,10 +12,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from emmafuse.train.losses import conventional_fusion_loss, l1_gradient_loss, sensing_loss
+from emmafuse.train.losses import conventional_fusion_loss, gradient_max_loss, l1_gradient_loss, sensing_loss
 from emmafuse.train.transforms import Transform, apply_transforms
 
-__all__ = ["SensingObjective", "BootstrapObjective", "EquivariantObjective", "freeze"]
+__all__ = ["SensingObjective", "BootstrapObjective", "WarmStartObjective", "EquivariantObjective", "freeze"]
 
 Parts = dict[str, torch.Tensor]
 
@@ -52,8 +52,25 @@ class BootstrapObjective(nn.Module):
         return loss, {}
 
 
+class WarmStartObjective(nn.Module):
+    """Fit the U-Fuser to pseudo ground truth: ``L(F(i, v), f~) + grad_max * |grad F - max grad|``."""
+
+    def __init__(self, fuser: nn.Module, grad_max: float = 0.0) -> None:
+        super().__init__()
+        self.fuser, self.grad_max = fuser, grad_max
+
+    def forward(self, ir: torch.Tensor, vis: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, Parts]:
+        f = self.fuser(ir, vis)
+        l_fit = l1_gradient_loss(f, target)
+        if not self.grad_max:
+            return l_fit, {"fit": l_fit.detach()}
+        l_grad = gradient_max_loss(f, ir, vis)
+        return l_fit + self.grad_max * l_grad, {"fit": l_fit.detach(), "grad_max": l_grad.detach()}
+
+
 class EquivariantObjective(nn.Module):
-    """Stage III, Eq. (4): ``L(A_i f, i) + a1 L(A_v f, v) + a2 L(T_g f, F(A_i T_g f, A_v T_g f))``.
+    """Stage III, Eq. (4): ``L(A_i f, i) + a1 L(A_v f, v) + a2 L(T_g f, F(A_i T_g f, A_v T_g f))``,
+    plus ``anchor * L(f, f~)`` when an anchor weight and pseudo GT ``f~`` are given.
 
     ``L`` is L1 + Sobel-gradient L1 (official code); the equivariance term is averaged
     over the valid pixels of each transformed image. The sensing nets are frozen; both
@@ -61,11 +78,14 @@ class EquivariantObjective(nn.Module):
     batching does not change the result, and it halves the kernel launches).
     """
 
-    def __init__(self, fuser: nn.Module, a_i: nn.Module, a_v: nn.Module, alpha1: float = 1.0, alpha2: float = 0.1) -> None:
+    def __init__(
+        self, fuser: nn.Module, a_i: nn.Module, a_v: nn.Module, alpha1: float = 1.0, alpha2: float = 0.1,
+        anchor: float = 0.0,
+    ) -> None:
         super().__init__()
         self.fuser = fuser
         self.a_i, self.a_v = freeze(a_i), freeze(a_v)
-        self.alpha1, self.alpha2 = alpha1, alpha2
+        self.alpha1, self.alpha2, self.anchor = alpha1, alpha2, anchor
 
     def train(self, mode: bool = True) -> "EquivariantObjective":
         super().train(mode)
@@ -74,7 +94,7 @@ class EquivariantObjective(nn.Module):
         return self
 
     def forward(
-        self, ir: torch.Tensor, vis: torch.Tensor, transforms: Sequence[Transform]
+        self, ir: torch.Tensor, vis: torch.Tensor, transforms: Sequence[Transform], target: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, Parts]:
         n = ir.shape[0]
         if len(transforms) % n:
@@ -90,4 +110,11 @@ class EquivariantObjective(nn.Module):
         exact = all(t.exact for t in transforms)
         l_eq = l1_gradient_loss(ft_hat, ft, None if exact else mask)
         loss = l_i + self.alpha1 * l_v + self.alpha2 * l_eq
-        return loss, {"ir": l_i.detach(), "vis": l_v.detach(), "equi": l_eq.detach()}
+        parts = {"ir": l_i.detach(), "vis": l_v.detach(), "equi": l_eq.detach()}
+        if self.anchor and target is not None:
+            # optional tether to pseudo GT: keeps a warm-started fuser from drifting into patterns
+            # that only the (weak, CPU-trained) sensing nets can read
+            l_anchor = l1_gradient_loss(f, target)
+            loss = loss + self.anchor * l_anchor
+            parts["anchor"] = l_anchor.detach()
+        return loss, parts

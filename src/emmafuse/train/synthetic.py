@@ -75,6 +75,7 @@ def tiny_config(ir_dir: str | os.PathLike[str], vis_dir: str | os.PathLike[str],
     cfg = TrainConfig(out_dir=str(out_dir), device="cpu", progress=False, log_every=2, val_every=1000, ckpt_every=1000)
     cfg.data.ir_dir, cfg.data.vis_dir = str(ir_dir), str(vis_dir)
     cfg.data.crop, cfg.data.val_crop, cfg.data.val_pairs, cfg.data.workers = 32, 32, 2, 0
+    cfg.data.cache_dir = "none"  # tests never write to the user's cache
     cfg.sensing.base, cfg.sensing.steps, cfg.sensing.batch, cfg.sensing.lr = 4, 24, 8, 3e-3
     cfg.bootstrap.steps, cfg.bootstrap.batch, cfg.bootstrap.lr = 4, 4, 3e-3
     cfg.fuser.channels, cfg.fuser.steps, cfg.fuser.batch, cfg.fuser.lr = (8, 8, 8, 8), 8, 2, 3e-3

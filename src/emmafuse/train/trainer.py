@@ -4,7 +4,8 @@ Run folder layout (``config.out_dir``)::
 
     config.json                 the TrainConfig of the run
     log.jsonl                   one JSON record per log/validation event
-    bootstrap/ sensing/ fuser/  per stage: ckpt-NNNNNNN/ (resumable) and final/ (weights)
+    bootstrap/ warm_start/ sensing/ fuser/
+                                per stage: ckpt-NNNNNNN/ (resumable) and final/ (weights)
     fuser.safetensors           the exported U-Fuser (``emmafuse.load(weights=...)``)
 
 Every checkpoint holds models, optimiser, scheduler, step, the CPU/CUDA RNG states and
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from emmafuse.models import UFuser, UFuserConfig
+from emmafuse.models.upsampling import balance_upsampling_, init_upsampling_bilinear
 from emmafuse.train import ckpt_io
 from emmafuse.train.config import ConfigError, TrainConfig
 from emmafuse.train.data import (
@@ -42,15 +44,15 @@ from emmafuse.train.data import (
 )
 from emmafuse.train.distributed import DistContext, setup
 from emmafuse.train.losses import conventional_fusion_loss, l1_gradient_loss
-from emmafuse.train.pseudo_gt import fill_pseudo_gt, parse_sources
+from emmafuse.train.pseudo_gt import default_cache_dir, fill_pseudo_gt, parse_sources
 from emmafuse.train.quick_metrics import quick_metrics
 from emmafuse.train.sensing import SensingUNet
-from emmafuse.train.stages import BootstrapObjective, EquivariantObjective, SensingObjective, freeze
+from emmafuse.train.stages import BootstrapObjective, EquivariantObjective, SensingObjective, WarmStartObjective, freeze
 from emmafuse.train.transforms import Transform, TransformGroup, apply_transforms
 
 __all__ = ["Trainer", "StageResult", "RunFolderError", "TrainingHalted", "load_sensing", "VALIDATION_TRANSFORMS"]
 
-_STAGE_IDS = {"sensing": 1, "fuser": 2, "bootstrap": 3}
+_STAGE_IDS = {"sensing": 1, "fuser": 2, "bootstrap": 3, "warm_start": 4}
 
 #: Fixed elements for the validation equivariance term (one per kind, official angle).
 VALIDATION_TRANSFORMS = (
@@ -175,7 +177,7 @@ class Trainer:
             f.channels, f.num_heads = tuple(file_cfg.channels), file_cfg.num_heads  # type: ignore[assignment]
 
     def _prepare_run_folder(self, overwrite: bool) -> None:
-        ours = ["config.json", "data.json", "log.jsonl", "bootstrap", "sensing", "fuser", "fuser.safetensors"]
+        ours = ["config.json", "data.json", "log.jsonl", "bootstrap", "warm_start", "sensing", "fuser", "fuser.safetensors"]
         existing = [n for n in ours if (self.out / n).exists()]
         self.ctx.barrier()  # every process looks before the main one writes
         if existing and not (self.resume or overwrite):
@@ -318,6 +320,7 @@ class Trainer:
         broadcast_buffers: bool,
         halt_after: int | None,
         static_graph: bool = False,
+        after_step: Callable[[], None] | None = None,
     ) -> StageResult:
         cfg = self.cfg
         steps = stage_cfg.steps
@@ -363,6 +366,8 @@ class Trainer:
                 loss.backward()
                 opt.step()
                 sched.step()
+                if after_step is not None:
+                    after_step()
                 names = ["loss", *parts]
                 # no .item() here: a host sync per step would stall an overhead-bound GPU
                 running.append(torch.stack([loss.detach().float(), *(p.float() for p in parts.values())]))
@@ -412,21 +417,36 @@ class Trainer:
             bootstrap = self.train_bootstrap()
         sources = parse_sources(specs, bootstrap=bootstrap)
         t0 = time.perf_counter()
-        fill_pseudo_gt(self.train_store, sources, self.device, progress=self.cfg.progress and self.ctx.is_main)
+        cache = self._pseudo_gt_cache_dir()
+        how = fill_pseudo_gt(
+            self.train_store, sources, self.device, progress=self.cfg.progress and self.ctx.is_main, cache_dir=cache
+        )
         if self.val_store is not None:
-            fill_pseudo_gt(self.val_store, sources, self.device)
-        self.log(f"pseudo ground truth ({', '.join(s.name for s in sources)}) ready in {time.perf_counter() - t0:.1f} s")
+            fill_pseudo_gt(self.val_store, sources, self.device, cache_dir=cache)
+        detail = ", ".join(f"{name} ({src})" for name, src in how.items())
+        self.log(f"pseudo ground truth {detail} ready in {time.perf_counter() - t0:.1f} s")
         self._pseudo_ready = True
+
+    def _pseudo_gt_cache_dir(self) -> Path | None:
+        raw = self.cfg.data.cache_dir
+        if raw.lower() == "none":
+            return None
+        return Path(raw) if raw else default_cache_dir()
 
     def _new_fuser(self, stage: str) -> UFuser:
         torch.manual_seed(_stage_seed(self.cfg.seed, stage))
         f = self.cfg.fuser
-        if f.init and stage == "fuser":
+        if f.init and stage in ("fuser", "warm_start"):
             from emmafuse.checkpoint import build_ufuser, load_ufuser_file
 
             state, ucfg, _ = load_ufuser_file(f.init)
-            return build_ufuser(state, ucfg, source=f.init).train()
-        return UFuser(UFuserConfig(channels=tuple(f.channels), num_heads=f.num_heads))  # type: ignore[arg-type]
+            fuser = build_ufuser(state, ucfg, source=f.init).train()
+        else:
+            fuser = UFuser(UFuserConfig(channels=tuple(f.channels), num_heads=f.num_heads))  # type: ignore[arg-type]
+            if self.cfg.up_init == "bilinear":
+                init_upsampling_bilinear(fuser, generator=torch.Generator().manual_seed(_stage_seed(self.cfg.seed, stage)))
+        fuser.fast.train_folds = self.cfg.folded_training
+        return fuser
 
     def _final_exists(self, stage: str) -> bool:
         return self.resume and (self.stage_dir(stage) / "final" / ckpt_io.MANIFEST).is_file()
@@ -465,11 +485,56 @@ class Trainer:
         self._bootstrap = freeze(fuser)
         return self._bootstrap
 
-    def _dataset(self, stage: str, with_fused: bool) -> PatchDataset:
+    def train_warm_start(self, halt_after: int | None = None) -> UFuser | None:
+        """Fit a U-Fuser to pseudo GT ``warm_start.target`` (None when ``warm_start.steps`` is 0).
+
+        Stage III starts from the result; reloaded when the stage has finished before.
+        """
+        w = self.cfg.warm_start
+        if w.steps == 0:
+            return None
+        fuser = self._prep_module(self._new_fuser("warm_start"))
+        if self._final_exists("warm_start"):
+            fuser.load_state_dict(ckpt_io.load_state(self.stage_dir("warm_start") / "final")["models"]["fuser"])
+            self.log("warm_start: reusing the finished stage")
+            return fuser
+        self._ensure_pseudo_gt()
+        objective = WarmStartObjective(fuser, w.grad_max)
+        dataset = self._dataset("warm_start", with_fused=True, sources=[w.target])
+        val = self._val_crops()
+
+        def validate() -> dict[str, float]:
+            return self._validate_fuser(fuser, None, None, val)
+
+        res = self._fit(
+            "warm_start", objective, {"fuser": fuser}, w, dataset,
+            lambda b, g: (b["ir"], b["vis"], b["fused"]), validate,
+            default_lr_step=w.steps // 3, broadcast_buffers=False, halt_after=halt_after, static_graph=True,
+            after_step=self._upsampling_constraint(fuser),
+        )
+        if res.steps < w.steps:
+            raise TrainingHalted("warm_start", res.steps)
+        self._save_final("warm_start", {"fuser": fuser}, {"stage": "warm_start", "steps": res.steps, "target": w.target})
+        return fuser
+
+    def _upsampling_constraint(self, *nets: nn.Module) -> Callable[[], None] | None:
+        """After-step hook keeping the nets' transposed convolutions checkerboard-free."""
+        if not self.cfg.balanced_upsampling:
+            return None
+
+        def project() -> None:
+            for net in nets:
+                balance_upsampling_(net)
+
+        project()  # the starting point too (e.g. --init weights)
+        return project
+
+    def _dataset(self, stage: str, with_fused: bool, sources: list[str] | None = None) -> PatchDataset:
         d = self.cfg.data
         return PatchDataset(
             self.train_store, d.crop, self.cfg.seed, stage=_STAGE_IDS[stage], flips=d.flips,
             low_contrast_filter=d.low_contrast_filter, max_tries=d.max_crop_tries, with_fused=with_fused,
+            sources=sources,
         )
 
     def _val_crops(self) -> list[dict[str, torch.Tensor]]:
@@ -485,8 +550,12 @@ class Trainer:
         self._ensure_pseudo_gt()
         s = self.cfg.sensing
         torch.manual_seed(_stage_seed(self.cfg.seed, "sensing"))
-        a_i = self._prep_module(SensingUNet(s.base))
-        a_v = self._prep_module(SensingUNet(s.base))
+        a_i, a_v = SensingUNet(s.base), SensingUNet(s.base)
+        if self.cfg.up_init == "bilinear":
+            gen = torch.Generator().manual_seed(_stage_seed(self.cfg.seed, "sensing"))
+            init_upsampling_bilinear(a_i, generator=gen)
+            init_upsampling_bilinear(a_v, generator=gen)
+        a_i, a_v = self._prep_module(a_i), self._prep_module(a_v)
         objective = SensingObjective(a_i, a_v, s.loss)
         dataset = self._dataset("sensing", with_fused=True)
         val = self._val_crops()
@@ -510,6 +579,7 @@ class Trainer:
             "sensing", objective, {"a_i": a_i, "a_v": a_v}, s, dataset,
             lambda b, g: (b["fused"], b["ir"], b["vis"]), validate,
             default_lr_step=s.steps // 4, broadcast_buffers=True, halt_after=halt_after,
+            after_step=self._upsampling_constraint(a_i, a_v),
         )
         if res.steps < s.steps:
             raise TrainingHalted("sensing", res.steps)
@@ -582,17 +652,25 @@ class Trainer:
             fuser.load_state_dict(ckpt_io.load_state(self.stage_dir("fuser") / "final")["models"]["fuser"])
             self.log("fuser: reusing the finished stage")
             return fuser.eval()  # type: ignore[return-value]
-        objective = EquivariantObjective(fuser, a_i, a_v, f.alpha1, f.alpha2)
+        warm = self.train_warm_start()
+        if warm is not None:
+            fuser.load_state_dict(warm.state_dict())
+            self.log("fuser: starting from the warm-start weights")
+        if f.anchor > 0:
+            self._ensure_pseudo_gt()
+        objective = EquivariantObjective(fuser, a_i, a_v, f.alpha1, f.alpha2, anchor=f.anchor)
         if self.cfg.compile:
             objective.fuser = torch.compile(fuser)  # type: ignore[assignment]
         group = TransformGroup(f.rotation)
         crop = self.cfg.data.crop
-        dataset = self._dataset("fuser", with_fused=False)
+        anchored = f.anchor > 0
+        target = [self.cfg.warm_start.target] if anchored else None
+        dataset = self._dataset("fuser", with_fused=anchored, sources=target)
         val = self._val_crops()
 
         def step_args(b: dict[str, torch.Tensor], g: torch.Generator) -> tuple[Any, ...]:
             n = b["ir"].shape[0] * f.transforms_per_sample
-            return b["ir"], b["vis"], group.sample(n, crop, crop, g)
+            return b["ir"], b["vis"], group.sample(n, crop, crop, g), b.get("fused")
 
         def validate() -> dict[str, float]:
             return self._validate_fuser(fuser, a_i, a_v, val)
@@ -600,6 +678,7 @@ class Trainer:
         res = self._fit(
             "fuser", objective, {"fuser": fuser}, f, dataset, step_args, validate,
             default_lr_step=f.steps // 6, broadcast_buffers=False, halt_after=halt_after, static_graph=True,
+            after_step=self._upsampling_constraint(fuser),
         )
         if res.steps < f.steps:
             raise TrainingHalted("fuser", res.steps)
@@ -608,15 +687,20 @@ class Trainer:
         return fuser.eval()  # type: ignore[return-value]
 
     def _validate_fuser(
-        self, fuser: nn.Module, a_i: nn.Module, a_v: nn.Module, val: list[dict[str, torch.Tensor]]
+        self, fuser: nn.Module, a_i: nn.Module | None, a_v: nn.Module | None, val: list[dict[str, torch.Tensor]]
     ) -> dict[str, float]:
-        """Sensing L1s, the equivariance L1 for fixed transforms, the unweighted total and EN/SD/AG."""
+        """EN, SD, AG, MI, VIF, Qabf and the grid ratio of the fused crops; with sensing nets also
+        their L1s, the equivariance L1 for fixed transforms and the unweighted total."""
         if not val:
             return {}
         sums: dict[str, float] = {}
         for v in val:
             ir, vis = self._to_device(v["ir"]), self._to_device(v["vis"])
             f = fuser(ir, vis).float()
+            if a_i is None or a_v is None:
+                for k, x in quick_metrics(f, ir, vis).items():
+                    sums[k] = sums.get(k, 0.0) + x
+                continue
             ts = list(VALIDATION_TRANSFORMS)
             ft, mask = apply_transforms(f.expand(len(ts), -1, -1, -1).contiguous(), ts)
             both = torch.cat([f, ft])
@@ -637,7 +721,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ whole run
     def run_all(self, export_path: str | Path | None = None) -> Path:
-        """Bootstrap (if asked), sensing, fuser, export; returns the ``.safetensors`` path."""
+        """Bootstrap (if asked), warm start (if asked), sensing, fuser, export; returns the ``.safetensors`` path."""
+        self.train_warm_start()
         sensing = self.train_sensing()
         self.train_fuser(sensing)
         return self.export(export_path)

@@ -1,0 +1,97 @@
+"""Shipped recipes, the warm-start stage with the stage III anchor, and the pseudo-GT cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from emmafuse.train import Trainer
+from emmafuse.train.cli import main as train_main
+from emmafuse.train.config import ConfigError
+from emmafuse.train.data import PairStore, find_pairs
+from emmafuse.train.pseudo_gt import fill_pseudo_gt, parse_sources
+from emmafuse.train.recipes import config_from_recipe, list_recipes, load_recipe
+from emmafuse.train.synthetic import tiny_config, write_synthetic_pairs
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return write_synthetic_pairs(tmp_path_factory.mktemp("pairs"), n=6, h=48, w=64)
+
+
+def test_shipped_recipes_load_and_validate() -> None:
+    names = {r.name for r in list_recipes()}
+    assert {"cpu-ivf", "gpu-ivf"} <= names
+    for name in names:
+        cfg = config_from_recipe(name)
+        assert cfg.recipe == name
+        assert load_recipe(name).description
+
+
+def test_cpu_recipe_changes_the_defaults_it_names() -> None:
+    cfg = config_from_recipe("cpu-ivf")
+    assert cfg.warm_start.steps > 0 and cfg.device == "cpu"
+    assert cfg.data.workers == 0  # no worker processes fighting the compute threads
+
+
+def test_unknown_recipe_and_unknown_keys_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ConfigError, match="unknown recipe 'nope'"):
+        load_recipe("nope")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"settings": {"fuser": {"typo": 1}}}')
+    with pytest.raises(ConfigError, match="unknown config keys in 'fuser'"):
+        config_from_recipe(str(bad))
+    assert train_main(["recipes"]) == 0
+    assert "cpu-ivf" in capsys.readouterr().out
+    assert train_main(["defaults", "--recipe", "nope"]) == 2
+
+
+def test_warm_start_then_anchored_stage_iii(pairs: tuple[Path, Path], tmp_path: Path) -> None:
+    cfg = tiny_config(*pairs, tmp_path / "run")
+    cfg.sensing.pseudo_gt = ("laplacian", "gff")
+    cfg.warm_start.steps, cfg.warm_start.batch, cfg.warm_start.grad_max = 6, 2, 0.5
+    cfg.warm_start.target = "gff"
+    cfg.fuser.anchor = 0.5
+    trainer = Trainer(cfg)
+    out = trainer.run_all()
+    assert out.is_file()
+    warm = trainer.results["warm_start"]
+    assert warm.steps == 6 and "grad_max" in warm.history[-1]
+    assert "anchor" in trainer.results["fuser"].history[-1]
+    assert {"EN", "MI", "Qabf", "grid"} <= set(trainer.results["fuser"].validation[-1])
+    # stage III started from the warm start: resume reuses both finished stages
+    again = Trainer(cfg, resume=True)
+    assert again.train_warm_start() is not None
+
+
+def test_warm_start_target_must_be_a_pseudo_gt_source(pairs: tuple[Path, Path], tmp_path: Path) -> None:
+    cfg = tiny_config(*pairs, tmp_path / "run")
+    cfg.warm_start.steps, cfg.warm_start.target = 2, "folder:x"
+    with pytest.raises(ConfigError, match="warm_start.target"):
+        cfg.validate()
+
+
+def test_pseudo_gt_cache_hits_and_invalidates(pairs: tuple[Path, Path], tmp_path: Path) -> None:
+    store = PairStore(find_pairs(*pairs))
+    sources = parse_sources(["laplacian"])
+    assert fill_pseudo_gt(store, sources, cache_dir=tmp_path) == {"laplacian": "computed"}
+    first = store.fused["laplacian"]
+    again = PairStore(find_pairs(*pairs))
+    assert fill_pseudo_gt(again, sources, cache_dir=tmp_path) == {"laplacian": "cache"}
+    assert all((a == b).all() for a, b in zip(first, again.fused["laplacian"]))
+    # a changed training image (here: its modification time) is a new key
+    path = again.pairs[0].ir_path
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    third = PairStore(find_pairs(*pairs))
+    assert fill_pseudo_gt(third, sources, cache_dir=tmp_path) == {"laplacian": "computed"}
+    # a truncated cache file is recomputed, not an error
+    for f in tmp_path.glob("*.npz"):
+        f.write_bytes(f.read_bytes()[:50])
+    fourth = PairStore(find_pairs(*pairs))
+    assert fill_pseudo_gt(fourth, sources, cache_dir=tmp_path) == {"laplacian": "computed"}
+    assert not list(tmp_path.glob("*.part"))
+    torch.testing.assert_close(torch.from_numpy(fourth.fused["laplacian"][1]), torch.from_numpy(first[1]))
