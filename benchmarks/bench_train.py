@@ -38,7 +38,8 @@ from emmafuse.train.config import TrainConfig  # noqa: E402
 from emmafuse.train.losses import l1_gradient_loss  # noqa: E402
 from emmafuse.train.pseudo_gt import GuidedFilterFusion, LaplacianPyramidFusion  # noqa: E402
 from emmafuse.train.sensing import SensingUNet  # noqa: E402
-from emmafuse.train.stages import EquivariantObjective, SensingObjective  # noqa: E402
+from emmafuse.train.recipes import config_from_recipe  # noqa: E402
+from emmafuse.train.stages import EquivariantObjective, SensingObjective, WarmStartObjective  # noqa: E402
 from emmafuse.train.transforms import Transform, TransformGroup, apply_transforms, official_transforms  # noqa: E402
 
 
@@ -69,10 +70,13 @@ def official_step_fn(device: torch.device, batch: int, crop: int, amp: bool) -> 
     return step
 
 
-def ours_step_fn(device: torch.device, batch: int, crop: int, amp: bool, cfg: TrainConfig) -> Callable[[], None]:
+def ours_step_fn(
+    device: torch.device, batch: int, crop: int, amp: bool, cfg: TrainConfig, folded: bool | None = None
+) -> Callable[[], None]:
     torch.manual_seed(0)
     f = cfg.fuser
     fuser = UFuser().to(device).train()
+    fuser.fast.train_folds = cfg.folded_training if folded is None else folded
     a_i, a_v = SensingUNet(cfg.sensing.base).to(device), SensingUNet(cfg.sensing.base).to(device)
     objective = EquivariantObjective(fuser, a_i, a_v, f.alpha1, f.alpha2)
     if cfg.channels_last:
@@ -84,6 +88,24 @@ def ours_step_fn(device: torch.device, batch: int, crop: int, amp: bool, cfg: Tr
     def step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss, _ = objective(ir, vis, group.sample(batch * f.transforms_per_sample, crop, crop, gen))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def warm_start_step_fn(device: torch.device, batch: int, crop: int, amp: bool, folded: bool) -> Callable[[], None]:
+    torch.manual_seed(0)
+    fuser = UFuser().to(device).train()
+    fuser.fast.train_folds = folded
+    objective = WarmStartObjective(fuser)
+    opt = torch.optim.Adam(fuser.parameters(), lr=1e-3)
+    x = [torch.rand(batch, 1, crop, crop, device=device) for _ in range(3)]
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss, _ = objective(*x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -132,8 +154,10 @@ def time_interleaved(fns: dict[str, Callable[[], None]], device: torch.device, w
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--crop", type=int, default=128)
-    ap.add_argument("--batch", type=int, default=None, help="our stage III batch (default: the recipe's, 32)")
+    ap.add_argument("--recipe", default=None, help="recipe whose sizes and steps to time (default: gpu-ivf on CUDA, cpu-ivf on CPU)")
+    ap.add_argument("--crop", type=int, default=None, help="patch side (default: the recipe's)")
+    ap.add_argument("--batch", type=int, default=None, help="our stage III batch (default: the recipe's)")
+    ap.add_argument("--skip-official", action="store_true", help="time only our steps (the official-like one is slow on CPU)")
     ap.add_argument("--official-batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=20, help="timed steps per variant")
     ap.add_argument("--warmup", type=int, default=3)
@@ -148,7 +172,8 @@ def main() -> int:
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    cfg = TrainConfig()
+    cfg = config_from_recipe(args.recipe or ("gpu-ivf" if device.type == "cuda" else "cpu-ivf"))
+    args.crop = args.crop or cfg.data.crop
     batch = args.batch or cfg.fuser.batch
     amp = device.type == "cuda" and not args.no_amp
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
@@ -156,11 +181,15 @@ def main() -> int:
           f"our batch {batch}, our amp {'bf16' if amp else 'off'}")
 
     fns = {
-        "official": official_step_fn(device, args.official_batch, args.crop, amp=False),
-        "ours": ours_step_fn(device, batch, args.crop, amp, cfg),
+        "ours": ours_step_fn(device, batch, args.crop, amp, cfg, folded=True),
+        "ours_plain": ours_step_fn(device, batch, args.crop, amp, cfg, folded=False),
         "ours_b4": ours_step_fn(device, args.official_batch, args.crop, amp, cfg),
+        "warm_start": warm_start_step_fn(device, cfg.warm_start.batch, args.crop, amp, folded=True),
+        "warm_start_plain": warm_start_step_fn(device, cfg.warm_start.batch, args.crop, amp, folded=False),
         "sensing": sensing_step_fn(device, cfg.sensing.batch, args.crop, amp, cfg.sensing.base),
     }
+    if not args.skip_official:
+        fns["official"] = official_step_fn(device, args.official_batch, args.crop, amp=False)
     ms = time_interleaved(fns, device, args.warmup, args.steps, args.budget)
 
     ir, vis = torch.rand(1, 1, 480, 640, device=device), torch.rand(1, 1, 480, 640, device=device)
@@ -174,26 +203,32 @@ def main() -> int:
         _sync(device)
         rules[rule.name] = (time.perf_counter() - t0) / 3 * 1e3
 
-    official_pps = args.official_batch / ms["official"] * 1e3
     ours_pps = batch / ms["ours"] * 1e3
-    print(f"official-like step (batch {args.official_batch}, 9 transforms, UNet5-64 sensing, fp32): {ms['official']:9.1f} ms"
-          f"  ({official_pps:.1f} patches/s)")
-    print(f"ours stage III (batch {batch}, 1 transform, base-16 sensing):            {ms['ours']:9.1f} ms"
-          f"  ({ours_pps:.1f} patches/s)")
-    print(f"ours stage III at batch {args.official_batch}:                                      {ms['ours_b4']:9.1f} ms")
-    print(f"ours stage II (batch {cfg.sensing.batch}, two base-16 U-Nets):                       {ms['sensing']:9.1f} ms")
-    print(f"ratio ms/step ours/official: {ms['ours'] / ms['official']:.3f}; at equal batch: "
-          f"{ms['ours_b4'] / ms['official']:.3f}; patches/s ours/official: {ours_pps / official_pps:.2f}x")
+    print(f"recipe {cfg.recipe}: crop {args.crop}")
+    print(f"ours stage III (batch {batch}, {cfg.fuser.transforms_per_sample} transform, base-{cfg.sensing.base} sensing), "
+          f"folded: {ms['ours']:9.1f} ms  ({ours_pps:.1f} patches/s)")
+    print(f"ours stage III, plain (release) computation:  {ms['ours_plain']:9.1f} ms  "
+          f"(folded/plain {ms['ours'] / ms['ours_plain']:.3f})")
+    print(f"ours stage III at batch {args.official_batch}:                      {ms['ours_b4']:9.1f} ms")
+    print(f"warm start (batch {cfg.warm_start.batch}), folded:                    {ms['warm_start']:9.1f} ms  "
+          f"(folded/plain {ms['warm_start'] / ms['warm_start_plain']:.3f})")
+    print(f"ours stage II (batch {cfg.sensing.batch}, two base-{cfg.sensing.base} U-Nets):    {ms['sensing']:9.1f} ms")
+    if "official" in ms:
+        official_pps = args.official_batch / ms["official"] * 1e3
+        print(f"official-like step (batch {args.official_batch}, 9 transforms, UNet5-64 sensing, fp32): "
+              f"{ms['official']:9.1f} ms  ({official_pps:.1f} patches/s)")
+        print(f"ratio ms/step ours/official: {ms['ours'] / ms['official']:.3f}; at equal batch: "
+              f"{ms['ours_b4'] / ms['official']:.3f}; patches/s ours/official: {ours_pps / official_pps:.2f}x")
     print(f"pseudo-GT rules on a 640x480 pair: " + ", ".join(f"{k} {v:.1f} ms" for k, v in rules.items()))
-    scale = (128 / args.crop) ** 2 if device.type == "cpu" else 1.0
-    recipe = cfg.sensing.steps * ms["sensing"] / 1e3 + cfg.fuser.steps * ms["ours"] / 1e3
-    official_total = 150_000 * ms["official"] / 3600e3
-    note = "" if scale == 1.0 else f" (at crop {args.crop}; compute-bound CPU scales ~x{scale:.0f} to 128)"
-    print(f"default recipe training steps: {cfg.sensing.steps} x stage II + {cfg.fuser.steps} x stage III = "
-          f"{recipe:.0f} s{note}; official schedule 150k steps = {official_total:.1f} h")
+    recipe = (cfg.warm_start.steps * ms["warm_start"] + cfg.sensing.steps * ms["sensing"]
+              + cfg.fuser.steps * ms["ours"]) / 1e3
+    official_total = 150_000 * ms["official"] / 3600e3 if "official" in ms else float("nan")
+    print(f"recipe {cfg.recipe} training steps: {cfg.warm_start.steps} x warm start + {cfg.sensing.steps} x stage II + "
+          f"{cfg.fuser.steps} x stage III = {recipe:.0f} s (without pseudo GT, validation, checkpoints); "
+          f"official schedule 150k steps = {official_total:.1f} h")
     print(f"benchmark wall time {time.perf_counter() - t_start:.0f} s")
     if args.json:
-        args.json.write_text(json.dumps({"device": name, "crop": args.crop, "batch": batch, "ms": ms,
+        args.json.write_text(json.dumps({"device": name, "recipe": cfg.recipe, "crop": args.crop, "batch": batch, "ms": ms,
                                          "rules_ms_640x480": rules, "recipe_steps_s": recipe}, indent=2))
     return 0
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Tests (and the CLI processes they start) never write to the user's pseudo-GT cache.
+os.environ["EMMAFUSE_CACHE"] = tempfile.mkdtemp(prefix="emmafuse-test-cache-")
 
 
 def shared_path(*parts: str) -> Path:

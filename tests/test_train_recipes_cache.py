@@ -60,6 +60,7 @@ def test_warm_start_then_anchored_stage_iii(pairs: tuple[Path, Path], tmp_path: 
     assert out.is_file()
     warm = trainer.results["warm_start"]
     assert warm.steps == 6 and "grad_max" in warm.history[-1]
+    assert len([r for r in _log(tmp_path / "run") if r["stage"] == "warm_start" and "validation" not in r]) == 3  # trained once
     assert "anchor" in trainer.results["fuser"].history[-1]
     assert {"EN", "MI", "Qabf", "grid"} <= set(trainer.results["fuser"].validation[-1])
     # stage III started from the warm start: resume reuses both finished stages
@@ -95,3 +96,9 @@ def test_pseudo_gt_cache_hits_and_invalidates(pairs: tuple[Path, Path], tmp_path
     assert fill_pseudo_gt(fourth, sources, cache_dir=tmp_path) == {"laplacian": "computed"}
     assert not list(tmp_path.glob("*.part"))
     torch.testing.assert_close(torch.from_numpy(fourth.fused["laplacian"][1]), torch.from_numpy(first[1]))
+
+
+def _log(run: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]

@@ -140,6 +140,7 @@ class Trainer:
         self.val_store = PairStore(self.val_pairs) if self.val_pairs else None
         self._pseudo_ready = False
         self._bootstrap: UFuser | None = None
+        self._warm: UFuser | None = None
         if self.ctx.is_main:
             (self.out / "data.json").write_text(
                 json.dumps(describe_pairs(self.train_pairs, self.val_pairs), indent=2) + "\n", encoding="utf-8"
@@ -493,10 +494,13 @@ class Trainer:
         w = self.cfg.warm_start
         if w.steps == 0:
             return None
+        if self._warm is not None:
+            return self._warm
         fuser = self._prep_module(self._new_fuser("warm_start"))
         if self._final_exists("warm_start"):
             fuser.load_state_dict(ckpt_io.load_state(self.stage_dir("warm_start") / "final")["models"]["fuser"])
             self.log("warm_start: reusing the finished stage")
+            self._warm = fuser
             return fuser
         self._ensure_pseudo_gt()
         objective = WarmStartObjective(fuser, w.grad_max)
@@ -515,6 +519,7 @@ class Trainer:
         if res.steps < w.steps:
             raise TrainingHalted("warm_start", res.steps)
         self._save_final("warm_start", {"fuser": fuser}, {"stage": "warm_start", "steps": res.steps, "target": w.target})
+        self._warm = fuser
         return fuser
 
     def _upsampling_constraint(self, *nets: nn.Module) -> Callable[[], None] | None:
