@@ -127,6 +127,26 @@ def _build_config(args: argparse.Namespace):  # -> TrainConfig
     return cfg
 
 
+def _check_before_run_folder(cfg: Any, export: Path | None) -> None:
+    """Data and outputs are checked before the Trainer creates the run folder.
+
+    A run that fails here leaves no ``config.json`` behind, so its corrected rerun is not
+    refused as an existing run.
+    """
+    from emmafuse.outputs import OutputError, check_output_file, check_output_folder
+    from emmafuse.train.config import ConfigError
+    from emmafuse.train.data import check_training_data
+
+    d = cfg.data
+    check_training_data(d.ir_dir, d.vis_dir, d.val_pairs, cfg.seed, d.crop)
+    try:
+        check_output_folder(cfg.out_dir, [d.ir_dir, d.vis_dir], what="run folder (--out)")
+        if export is not None:
+            check_output_file(export, what="--export file")
+    except OutputError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 def _run(args: argparse.Namespace, action: Any) -> int:
     from emmafuse.checkpoint import WeightsError
     from emmafuse.train.ckpt_io import CheckpointError
@@ -137,6 +157,7 @@ def _run(args: argparse.Namespace, action: Any) -> int:
     trainer = None
     try:
         cfg = _build_config(args)
+        _check_before_run_folder(cfg, getattr(args, "export", None))
         trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite)
         action(trainer)
         return 0
