@@ -121,3 +121,14 @@ def test_batch_mixing_gray_rgb_and_colour_stays_stackable(fuser):
     assert np.array_equal(out[1], fuser.fuse(ir[1], vis[1]))
     gray_batch = fuser.fuse(ir, np.stack([_as_rgb(_gray())] * 2))
     assert gray_batch.shape == (2, H, W, 1)
+
+
+def test_pil_16bit_vis_with_a_colour_ir_gives_the_fused_luminance(fuser):
+    """PIL has no 16-bit colour mode: the result is the fused Y, not the red channel of a colour image."""
+    pet = _pet()
+    vis = Image.fromarray((RNG.random((H, W)) * 65535).astype(np.uint16))
+    out = fuser.fuse(pet, vis)
+    assert out.mode == "I;16"
+    luma = (pet.astype(np.float64) @ np.array([0.299, 0.587, 0.114]) / 255).astype(np.float32)
+    expected = np.asarray(fuser.fuse(luma, vis)).astype(int)
+    assert np.abs(np.asarray(out).astype(int) - expected).max() <= 2

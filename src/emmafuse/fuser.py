@@ -130,6 +130,8 @@ def _prepare_pair(ir: object, vis: object, index: int | None) -> _Pair:
     # Gray-as-RGB images have no chroma here, so a real colour image in either slot keeps its colour.
     chroma = vis_chroma if vis_chroma is not None else ir_chroma
     alpha = vis_alpha if vis_alpha is not None else ir_alpha
+    if vis_spec.gray_only:  # the output is the fused luminance, not the red channel of a colour result
+        chroma = alpha = None
     notes = tuple(n for n in (ir_spec.note, vis_spec.note) if n)
     return _Pair(ir_y, vis_y, chroma, alpha, vis_spec, notes=notes)
 
@@ -403,6 +405,8 @@ class Fuser:
             :data:`emmafuse.color.GRAY_TOLERANCE` for floats) counts as gray for both
             decisions. For lists and batches the result is a list / batch of the same kind; a
             4-D batch is colour when any of its results is (gray ones then have R = G = B).
+            A PIL ``vis`` in a 16-bit or float mode (``I;16``, ``I``, ``F``) gives the fused
+            luminance in that mode: PIL has no colour or alpha variant of them.
 
         Warns:
             UserWarning: a 16-bit input whose maximum is below 256 (8-bit data in a 16-bit

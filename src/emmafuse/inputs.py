@@ -54,6 +54,11 @@ class ImageSpec:
     def has_alpha(self) -> bool:
         return self.channels in (2, 4)
 
+    @property
+    def gray_only(self) -> bool:
+        """PIL's 16-bit (``I;16``, ``I``) and float (``F``) modes have no colour or alpha variant."""
+        return self.kind == "pil" and str(self.dtype).startswith(("I", "F"))
+
 
 def _pil_module() -> Any:
     import PIL.Image
