@@ -62,10 +62,11 @@ def _command(name: str, d: dict[str, Path], out: Path, weights: Path) -> list[st
         "convert": ["convert", str(d["pth"]), str(out / "emma.safetensors")],
         "train": ["train", "all", "--ir", ird, "--vis", visd, "--out", str(out / "run"), "--device", "cpu",
                   "--val-pairs", "0", "--crop", "16"],
+        "train-export": ["train", "export", "--out", str(d["root"]), "--to", str(out / "w.safetensors")],
     }[name]
 
 
-COMMANDS = ["fuse", "fuse-folders", "demo", "eval", "eval-save-fused", "convert", "train"]
+COMMANDS = ["fuse", "fuse-folders", "demo", "eval", "eval-save-fused", "convert", "train", "train-export"]
 
 
 def _unwritable(kind: str, d: dict[str, Path]) -> Path:

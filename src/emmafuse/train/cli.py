@@ -189,9 +189,15 @@ def _cmd_fuser(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from emmafuse.outputs import OutputError, check_output_file
     from emmafuse.train.ckpt_io import CheckpointError
     from emmafuse.train.export import export_run
 
+    try:
+        check_output_file(args.to if args.to is not None else args.out / "fuser.safetensors", what="--to file")
+    except OutputError as exc:  # before reading the checkpoint
+        print(f"emmafuse train: error: {exc}", file=sys.stderr)
+        return 2
     try:
         print(export_run(args.out, args.to))
         return 0
