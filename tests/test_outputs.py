@@ -158,6 +158,8 @@ def test_existing_outputs_overwrite_by_default_and_no_overwrite_keeps_them(data,
     printed = capsys.readouterr().out
     assert "fused 1 of 1 pairs" in printed and "kept 1 existing output" in printed
     assert (out_dir / "01.png").read_bytes() == b"old" and Image.open(out_dir / "02.png").size == (40, 32)
+    nothing_left = [*argv[:-4], "--weights", str(data["root"] / "missing.safetensors"), "--no-overwrite"]
+    assert main(nothing_left) == 0 and "kept 2 existing output" in capsys.readouterr().out  # weights not needed
     assert main(argv) == 0 and (out_dir / "01.png").read_bytes() != b"old"
 
 

@@ -163,7 +163,7 @@ def _fuse_folders(args: argparse.Namespace, kwargs: dict[str, Any]) -> int:
         check_not_inputs(targets, [f for _, a, b in found.pairs for f in (a, b)])  # links into the sources
     todo = [(pair, target) for pair, target in zip(found.pairs, targets) if args.overwrite or not target.exists()]
     kept = len(found.pairs) - len(todo)
-    fuser = _load_fuser(args)
+    fuser = _load_fuser(args) if todo else None  # nothing left to fuse: no need for weights
     out_dir.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
     for (stem, ir_path, vis_path), target in tqdm(todo, desc="fusing", unit="pair", disable=args.quiet):
