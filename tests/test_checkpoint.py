@@ -89,3 +89,27 @@ def test_written_files_get_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_integer_weights_are_refused(tmp_path):
+    """A file whose tensors are int32 used to load silently (cast to float by load_state_dict)."""
+    from safetensors.torch import save_file
+
+    state = {k: v.round().to(torch.int32) for k, v in UFuser().state_dict().items()}
+    path = tmp_path / "int.safetensors"
+    save_file(state, str(path), metadata={"format": "emmafuse.ufuser"})
+    with pytest.raises(WeightsError, match=r"stored as torch.int32; U-Fuser weights are floating point"):
+        emmafuse.load(path, device="cpu")
+
+
+@pytest.mark.parametrize("given", ["folder", ""])
+def test_folder_or_empty_weights_path_is_named(tmp_path, monkeypatch, given):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "adir").mkdir()
+    save_ufuser(UFuser().state_dict(), tmp_path / "adir" / "w.safetensors")
+    path = str(tmp_path / "adir") if given == "folder" else ""
+    message = r"is a folder, not a \.safetensors file \(it holds w\.safetensors\)" if given else r"weights path is empty \(''\)"
+    with pytest.raises(WeightsError, match=message):
+        emmafuse.load(path, device="cpu")
+    with pytest.raises(WeightsError, match=message):
+        emmafuse.load(weights=path, device="cpu")

@@ -127,3 +127,53 @@ def test_bad_tile_options_fail_before_any_pair(tmp_path, random_weights, capsys,
     rc = main(["fuse", "--ir-dir", str(ird), "--vis-dir", str(visd), "-o", str(tmp_path / "o"), "--weights", str(random_weights), *options])
     assert rc == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------- issue 11, item 8
+def test_version(capsys):
+    import emmafuse
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"emmafuse {emmafuse.__version__}"
+
+
+def test_models_has_a_header_row(capsys):
+    assert main(["models"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header.split()[:3] == ["NAME", "STATUS", "WEIGHTS"] and "DESCRIPTION" in header
+
+
+def test_closed_pipe_is_quiet():
+    """`emmafuse train defaults | head` ended in a BrokenPipeError traceback."""
+    env = {**os.environ, "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emmafuse", "train", "defaults"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    proc.stdout.close()  # the reader is gone before the first byte is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == ""
+
+
+def test_bench_refuses_zero_repeats(capsys):
+    assert main(["bench", "--repeats", "0", "--random", "--device", "cpu"]) == 2
+    captured = capsys.readouterr()
+    assert "--repeats must be at least 1" in captured.err and "ms/image" not in captured.out
+    assert main(["bench", "--warmup", "-1", "--random", "--device", "cpu"]) == 2
+    assert "--warmup must be 0 or more" in capsys.readouterr().err
+
+
+def test_16bit_file_holding_8bit_data_warns_in_one_line(tmp_path, random_weights, capsys):
+    low = np.random.default_rng(1).integers(0, 256, (32, 32)).astype(np.uint16)
+    Image.fromarray(low).save(tmp_path / "a.png")
+    Image.fromarray(low[::-1].copy()).save(tmp_path / "b.png")
+    rc = main(["fuse", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(tmp_path / "o.png"), "--weights", str(random_weights)])
+    err = capsys.readouterr().err
+    assert rc == 0
+    assert err.startswith("emmafuse: warning: ir: 16-bit image whose maximum is") and len(err.splitlines()) == 2  # ir and vis
+
+
+def test_weights_folder_or_empty_is_named(tmp_path, pair_files, capsys):
+    for weights, message in ((str(tmp_path), "is a folder, not a .safetensors file"), ("", "weights path is empty")):
+        assert main(["fuse", str(pair_files[0]), str(pair_files[1]), "-o", str(tmp_path / "o.png"), "--weights", weights]) == 2
+        assert message in capsys.readouterr().err

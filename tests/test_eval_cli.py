@@ -80,7 +80,7 @@ def test_compare_json(dataset, capsys):
         str(dataset["vi"]),
         "--json",
     )
-    assert code == 0
+    assert code == 1  # pairs were skipped (issue 11 item 7)
     doc = json.loads(out)
     assert doc["set"] == dataset["root"].name and doc["preset"] == "reference" and doc["pairs"] == 4
     assert doc["metrics"] == list(METRICS)
@@ -97,6 +97,7 @@ def test_compare_json(dataset, capsys):
     for m in METRICS:
         assert rows["mean"]["means"][m] == pytest.approx(expected[m], rel=1e-12), m
     assert "skipped" in err  # the counts are reported on stderr with --json
+    assert "emmafuse eval: mean: skipped pair 04: " in err and "emmafuse eval: noisy: skipped pair 03: no fused image" in err
 
 
 def test_markdown_default_and_ranking(dataset, capsys):
@@ -112,7 +113,7 @@ def test_markdown_default_and_ranking(dataset, capsys):
         "--set-name",
         "Synth",
     )
-    assert code == 0
+    assert code == 1  # mean/04 is unreadable
     lines = out.splitlines()
     assert lines[0].startswith("### Synth: 4 pairs, preset 'reference'")
     header = next(line for line in lines if line.startswith("| Rank"))
@@ -142,7 +143,7 @@ def test_csv_and_metric_subset_and_fixed_preset(dataset, capsys):
         "--preset",
         "fixed",
     )
-    assert code == 0
+    assert code == 1  # noisy/03 is missing
     rows = list(csv.DictReader(io.StringIO(out)))
     assert len(rows) == 1
     assert list(rows[0]) == ["set", "preset", "rank", "method", "mean_rank", "n", "skipped", "MI", "SSIM"]
@@ -167,11 +168,11 @@ def test_output_file_and_jobs(dataset, capsys, tmp_path):
         "EN,SD,VIF",
     ]
     code, out, _ = _run(capsys, *args)
-    assert code == 0
+    assert code == 1
     serial = json.loads(out)
     target = tmp_path / "out" / "table.json"
     code, out, _ = _run(capsys, *args, "--jobs", "2", "-o", str(target))
-    assert code == 0 and out == ""
+    assert code == 1 and out == ""
     parallel = json.loads(target.read_text())
     assert parallel["methods"] == serial["methods"]
 
@@ -181,6 +182,8 @@ def test_usage_errors(dataset, capsys, tmp_path):
     code, _, err = _run(capsys, "--ir-dir", ir, "--vis-dir", vi)
     assert code == 2 and "nothing to score" in err
     code, _, err = _run(capsys, "--fused", str(tmp_path / "nope"), "--ir-dir", ir, "--vis-dir", vi)
+    assert code == 2 and "does not exist" in err
+    code, _, err = _run(capsys, "--fused", str(dataset["ir"] / "01.png"), "--ir-dir", ir, "--vis-dir", vi)
     assert code == 2 and "not a folder" in err
     code, _, err = _run(capsys, "--fused", ir, "--ir-dir", ir, "--vis-dir", vi, "--metrics", "EN,XYZ")
     assert code == 2 and "unknown metric" in err
@@ -191,9 +194,13 @@ def test_usage_errors(dataset, capsys, tmp_path):
     if hasattr(__import__("emmafuse"), "load"):  # a bad weights file fails before any scoring
         code, _, err = _run(capsys, "--weights", str(tmp_path / "nope.safetensors"), "--ir-dir", ir, "--vis-dir", vi)
         assert code == 2 and "cannot load weights" in err
-    # every fused image missing: runs, reports, exit code 1
-    code, out, _ = _run(capsys, "--fused", str(empty), "--ir-dir", ir, "--vis-dir", vi, "--json")
-    assert code == 1 and json.loads(out)["methods"][0]["n"] == 0
+    # an empty fused folder, or one matching no pair, is an error, not an N=0 / NaN row (issue 11 item 7)
+    code, out, err = _run(capsys, "--fused", str(empty), "--ir-dir", ir, "--vis-dir", vi, "--json")
+    assert code == 2 and out == "" and f"fused folder {empty} holds no images" in err
+    other = tmp_path / "other"
+    _save(other / "zz.png", np.zeros(SIZE, np.uint8))
+    code, out, err = _run(capsys, "--fused", str(other), "--ir-dir", ir, "--vis-dir", vi, "--json")
+    assert code == 2 and out == "" and "has the name of a source pair" in err
 
 
 def test_wrong_size_and_tiny_images_are_skipped_with_reasons(dataset, capsys, tmp_path):
@@ -215,17 +222,26 @@ def test_wrong_size_and_tiny_images_are_skipped_with_reasons(dataset, capsys, tm
     assert code == 0 and json.loads(out)["methods"][0]["means"] == {"EN": 0.0, "SSIM": 2.0}
 
 
-def test_duplicate_stems_pick_png_and_are_reported(tmp_path):
-    from emmafuse.evaluation import index_folder
+def test_duplicate_stems_are_refused_with_both_names(dataset, capsys, tmp_path):
+    """One pairing policy for fuse, eval and train: a stem given by two files is refused."""
+    from emmafuse.evaluation import EvalError, index_folder
 
     img = np.full((8, 8), 5, np.uint8)
-    _save(tmp_path / "01.jpg", img)
-    _save(tmp_path / "01.png", img)
-    _save(tmp_path / "02.bmp", img)
-    (tmp_path / "notes.txt").write_text("not an image")
-    files, dups = index_folder(tmp_path)
-    assert {k: v.name for k, v in files.items()} == {"01": "01.png", "02": "02.bmp"}
-    assert dups == ["01"]
+    _save(tmp_path / "f" / "01.jpg", img)
+    _save(tmp_path / "f" / "01.png", img)
+    _save(tmp_path / "f" / "02.bmp", img)
+    (tmp_path / "f" / "notes.txt").write_text("not an image")
+    with pytest.raises(EvalError, match=r"share a name: 01\.jpg and 01\.png"):
+        index_folder(tmp_path / "f")
+    (tmp_path / "f" / "01.jpg").unlink()
+    assert {k: v.name for k, v in index_folder(tmp_path / "f").items()} == {"01": "01.png", "02": "02.bmp"}
+    # in the command: a clash in a source folder or in a fused folder is a usage error
+    _save(tmp_path / "mean" / "01.png", img)
+    _save(tmp_path / "mean" / "01.jpg", img)
+    code, out, err = _run(
+        capsys, "--fused", str(tmp_path / "mean"), "--ir-dir", str(dataset["ir"]), "--vis-dir", str(dataset["vi"])
+    )
+    assert code == 2 and out == "" and "01.jpg and 01.png" in err
 
 
 def test_rank_methods():
@@ -330,4 +346,4 @@ def test_registered_in_main_cli(dataset, capsys):
         ]
     )
     out = capsys.readouterr().out
-    assert code == 0 and json.loads(out)["methods"][0]["n"] == 3
+    assert code == 1 and json.loads(out)["methods"][0]["n"] == 3  # 04 is unreadable

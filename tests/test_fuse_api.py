@@ -215,3 +215,32 @@ def test_half_precision_overflow_falls_back_to_float32(random_weights):
         out = fuser.fuse(ir, vis)
     reference = emmafuse.load(random_weights, device="cpu").fuse(ir, vis)
     assert np.array_equal(out, reference)
+
+
+# ------------------------------------------------------------------------- issue 11 hints
+def test_torch_hwc_tensor_says_torch_is_chw(fuser):
+    with pytest.raises(ValueError, match=r"torch tensors are \(C, H, W\).*permute\(2, 0, 1\)"):
+        fuser.fuse(torch.rand(24, 32, 3), torch.rand(24, 32, 3))
+
+
+def test_float_16bit_range_gets_the_65535_hint(fuser):
+    with pytest.raises(ValueError, match="0..65535 data: divide by 65535") as info:
+        fuser.fuse(gray_u8().astype(np.float32) * 250, np.zeros((24, 32), np.float32))
+    assert "255" not in str(info.value).split("(")[-1]  # not the 0..255 hint
+    with pytest.raises(ValueError, match="divide by 255"):
+        fuser.fuse(np.full((4, 4), 200.0), np.zeros((4, 4)))
+
+
+def test_16bit_input_holding_8bit_data_warns(fuser):
+    low = gray_u8().astype(np.uint16)  # 0..255 values in a 16-bit container
+    with pytest.warns(UserWarning, match=r"ir: 16-bit image whose maximum is \d+ \(below 256\)"):
+        fuser.fuse(low, gray_u8())
+    with pytest.warns(UserWarning, match="vis: 16-bit image"):
+        fuser.fuse(gray_u8(), Image.fromarray(low))  # PIL I;16
+    with pytest.warns(UserWarning, match="vis: 16-bit image"):
+        fuser.fuse(gray_u8(), Image.fromarray(low.astype(np.int32), mode="I"))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # full-range 16-bit data: no warning
+        fuser.fuse((RNG.random((24, 32)) * 65535).astype(np.uint16), gray_u8())

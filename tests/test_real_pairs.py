@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from conftest import shared_path
@@ -30,3 +32,40 @@ def test_medical_colour_pet_in_the_first_slot(fuser):
     coloured = np.ptp(pet.astype(int), axis=-1) > 40
     assert coloured.any()
     assert np.ptp(out.astype(int), axis=-1)[coloured].mean() > 20
+
+
+def _spread(path) -> int:
+    """Max |R - G| of an image file (0 for a gray file)."""
+    from PIL import Image
+
+    arr = np.asarray(Image.open(path)).astype(int)
+    return int(np.abs(arr[..., 0] - arr[..., 1]).max()) if arr.ndim == 3 else 0
+
+
+def test_cli_keeps_pet_colour_in_either_order(random_weights, tmp_path):
+    """Issue 11: the MRI is gray stored as RGB; its zero chroma must not replace the PET colour."""
+    from emmafuse.cli import main
+
+    folder = shared_path("data", "test", "MRI_PET")
+    pet, mri = folder / "PET" / "11.png", folder / "MRI" / "11.png"
+    assert _spread(pet) > 150 and read_image(mri).ndim == 3 and _spread(mri) == 0
+    for name, first, second in (("pet_first", pet, mri), ("mri_first", mri, pet)):
+        out = tmp_path / f"{name}.png"
+        assert main(["fuse", str(first), str(second), "-o", str(out), "--weights", str(random_weights), "--device", "cpu"]) == 0
+        assert _spread(out) > 100, name  # before the fix: 1 with the PET first
+
+
+def test_cli_folder_mode_keeps_spect_colour(random_weights, tmp_path):
+    from emmafuse.cli import main
+
+    folder = shared_path("data", "test", "MRI_SPECT")
+    modality = next(p.name for p in folder.iterdir() if p.name != "MRI")
+    name = sorted(p.name for p in (folder / modality).iterdir())[0]
+    ird, visd = tmp_path / modality, tmp_path / "MRI"
+    ird.mkdir(), visd.mkdir()
+    (ird / name).symlink_to(folder / modality / name)  # links, never copies of the data
+    (visd / name).symlink_to(folder / "MRI" / name)
+    out = tmp_path / "out"
+    argv = ["fuse", "--ir-dir", str(ird), "--vis-dir", str(visd), "-o", str(out), "-q", "--weights", str(random_weights)]
+    assert main([*argv, "--device", "cpu"]) == 0
+    assert _spread(out / f"{Path(name).stem}.png") > 50

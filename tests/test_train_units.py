@@ -349,3 +349,53 @@ def test_inference_code_does_not_import_training() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
+
+
+def test_duplicate_stems_are_refused_like_fuse_and_eval(tmp_path: Path, pairs_dir: tuple[Path, Path]) -> None:
+    ir_dir, vis_dir = pairs_dir
+    dup = tmp_path / "ir"
+    dup.mkdir()
+    for p in ir_dir.iterdir():
+        (dup / p.name).write_bytes(p.read_bytes())
+    first = sorted(dup.iterdir())[0]
+    (dup / f"{first.stem}.jpg").write_bytes(first.read_bytes())
+    with pytest.raises(DataError, match=f"share a name: {first.stem}.jpg and {first.name}"):
+        find_pairs(dup, vis_dir)
+
+
+@pytest.mark.parametrize("problem", ["missing_ir", "size_mismatch", "too_small", "out_is_a_file"])
+def test_failed_train_all_leaves_no_run_folder(tmp_path: Path, pairs_dir: tuple[Path, Path], capsys, problem) -> None:
+    """Issue 11 item 6: data and outputs are checked before config.json is written, so the
+    corrected rerun is not refused as an existing run."""
+    from emmafuse.train.cli import main as train_main
+
+    ir_dir, vis_dir = pairs_dir
+    out = tmp_path / "run"
+    argv = ["all", "--ir", str(ir_dir), "--vis", str(vis_dir), "--out", str(out), "--device", "cpu", "--val-pairs", "1", "--crop", "32"]
+    expected = {
+        "missing_ir": "ir folder does not exist",
+        "size_mismatch": "pairs have different sizes",
+        "too_small": "smaller than the 128x128 crop",
+        "out_is_a_file": "is a file, not a folder",
+    }[problem]
+    if problem == "missing_ir":
+        argv[2] = str(tmp_path / "missing")
+    elif problem == "size_mismatch":
+        odd = tmp_path / "odd_vis"
+        odd.mkdir()
+        for p in vis_dir.iterdir():
+            (odd / p.name).write_bytes(p.read_bytes())
+        from PIL import Image
+
+        Image.new("L", (40, 40)).save(odd / sorted(p.name for p in vis_dir.iterdir())[0])
+        argv[4] = str(odd)
+    elif problem == "too_small":
+        argv += ["--crop", "128"]
+    else:
+        out.write_text("a file")
+        argv[6] = str(out / "run")
+    for attempt in range(2):  # the rerun gets the same data error, not "already holds a training run"
+        assert train_main(argv) == 2
+        err = capsys.readouterr().err
+        assert expected in err and "already holds" not in err and "Traceback" not in err, (attempt, err)
+    assert not (out / "config.json").exists() and (problem == "out_is_a_file" or not out.exists())

@@ -17,7 +17,7 @@ import statistics
 import time
 from typing import Any
 
-__all__ = ["add_bench_command", "parse_sizes", "run_bench"]
+__all__ = ["add_bench_command", "check_counts", "parse_sizes", "run_bench"]
 
 RANDOM_LABEL = "random weights (speed only)"
 
@@ -39,6 +39,20 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     if not sizes:
         raise argparse.ArgumentTypeError("give at least one size, e.g. 640x480")
     return sizes
+
+
+def check_counts(batch: int, repeats: int, warmup: int) -> None:
+    """Refuse counts that would time nothing (a median of zero runs is no measurement).
+
+    Raises:
+        ValueError: ``batch`` or ``repeats`` below 1, or ``warmup`` negative.
+    """
+    if batch < 1:
+        raise ValueError(f"--batch must be at least 1, got {batch}")
+    if repeats < 1:
+        raise ValueError(f"--repeats must be at least 1 (timed runs per size), got {repeats}")
+    if warmup < 0:
+        raise ValueError(f"--warmup must be 0 or more, got {warmup}")
 
 
 def add_bench_command(subparsers: Any) -> None:
@@ -94,7 +108,7 @@ def _median_seconds(fn: Any, device: Any, repeats: int, warmup: int) -> float:
         fn()
     _sync(device)
     times = []
-    for _ in range(max(repeats, 1)):
+    for _ in range(repeats):
         t = time.perf_counter()
         fn()
         _sync(device)
@@ -109,10 +123,9 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     from emmafuse.samples import synthetic_pair
 
+    check_counts(args.batch, args.repeats, args.warmup)  # before loading anything
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.batch < 1:
-        raise ValueError(f"--batch must be at least 1, got {args.batch}")
     fuser, label = _load(args)
     if args.compile:
         fuser.compile()

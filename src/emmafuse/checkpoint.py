@@ -144,7 +144,10 @@ def build_ufuser(state_dict: Mapping[str, torch.Tensor], config: UFuserConfig, s
             )
         raise WeightsError(f"{source} does not match the U-Fuser {config.channels}: " + "; ".join(parts))
     for key, value in state_dict.items():
-        if value.is_floating_point() and not torch.isfinite(value).all():
+        if not value.is_floating_point():
+            # load_state_dict would cast integers silently: such a file is not trained weights
+            raise WeightsError(f"{source}: tensor '{key}' is stored as {value.dtype}; U-Fuser weights are floating point")
+        if not torch.isfinite(value).all():
             raise WeightsError(f"{source}: tensor '{key}' contains NaN or Inf")
     model.load_state_dict(dict(state_dict), strict=True)
     return model.eval()

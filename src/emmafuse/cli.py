@@ -3,14 +3,20 @@
 Sub-commands: ``fuse`` (files or folders), ``demo`` (built-in synthetic pair), ``models``,
 and those contributed by other modules (``eval``, ``convert``, ``bench``, ``train``).
 ``train`` is imported only when used, so inference never loads the training code.
+
+Every command checks its outputs before any work (see :mod:`emmafuse.outputs`): an output that
+is one of the inputs, or that cannot be written, is a one-line error with exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,24 +89,103 @@ def _fuse_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return kwargs
 
 
+@contextlib.contextmanager
+def _as_cli_error() -> Iterator[None]:
+    """Turn the library's one-line ``ValueError`` s (bad paths, suffixes) into exit code 2."""
+    try:
+        yield
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+
+
 # --------------------------------------------------------------------------- fuse
-def _pair_folders(ir_dir: Path, vis_dir: Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
-    from emmafuse.image_io import IMAGE_SUFFIXES
+def _output_file(output: str, stem: str) -> Path:
+    """``-o`` of a single image: a file, or ``<folder>/<stem>.png`` for an existing folder or a
+    path ending in a separator (``-o out/``)."""
+    if not output.strip():
+        raise CliError("-o/--output is empty")
+    if output.endswith(("/", os.sep)) or Path(output).is_dir():
+        return Path(output) / f"{stem}.png"
+    return Path(output)
 
-    def index(folder: Path) -> dict[str, Path]:
-        if not folder.is_dir():
-            raise CliError(f"{folder}: not a folder")
-        return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
 
-    irs, viss = index(ir_dir), index(vis_dir)
-    common = sorted(set(irs) & set(viss))
-    unpaired = sorted(set(irs) ^ set(viss))
-    return [(stem, irs[stem], viss[stem]) for stem in common], unpaired
+def _fuse_files(args: argparse.Namespace, kwargs: dict[str, Any]) -> int:
+    from emmafuse.image_io import ImageReadError, output_format, read_image, write_image
+    from emmafuse.outputs import check_output_file
+
+    out = _output_file(args.output, Path(args.ir).stem)
+    with _as_cli_error():  # before loading weights or reading images
+        output_format(out)
+        check_output_file(out, [args.ir, args.vis], overwrite=args.overwrite)
+    fuser = _load_fuser(args)
+    try:
+        ir, vis = read_image(args.ir), read_image(args.vis)
+        fused = fuser.fuse(ir, vis, **kwargs)
+        write_image(out, fused)
+    except (ImageReadError, ValueError, TypeError) as exc:
+        raise CliError(str(exc)) from exc
+    except OSError as exc:  # the folder changed since the check (disk full, removed)
+        raise CliError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    print(f"wrote {out}")
+    return 0
+
+
+def _output_folder(args: argparse.Namespace) -> tuple[Path, str]:
+    """The checked output folder and file suffix of folder mode."""
+    from emmafuse.image_io import IMAGE_SUFFIXES, normalize_suffix
+
+    if not args.output.strip():
+        raise CliError("-o/--output is empty")
+    out_dir = Path(args.output)
+    if not out_dir.is_dir() and out_dir.suffix.lower() in IMAGE_SUFFIXES:
+        # it would silently become a folder named like an image
+        raise CliError(
+            f"folder mode writes one image per pair into a folder, but -o {out_dir} looks like a file name; "
+            f"give a folder (e.g. -o {out_dir.with_suffix('')}) and --ext for the format"
+        )
+    with _as_cli_error():
+        return out_dir, normalize_suffix(args.ext)
+
+
+def _fuse_folders(args: argparse.Namespace, kwargs: dict[str, Any]) -> int:
+    from tqdm import tqdm
+
+    from emmafuse.image_io import ImageReadError, pair_folders, read_image, write_image
+    from emmafuse.outputs import check_not_inputs, check_output_folder
+
+    out_dir, ext = _output_folder(args)
+    with _as_cli_error():
+        found = pair_folders(args.ir_dir, args.vis_dir, roles=("--ir-dir", "--vis-dir"))
+        if not found.pairs:
+            raise CliError(f"no pairs with matching names in {args.ir_dir} and {args.vis_dir}")
+        check_output_folder(out_dir, [args.ir_dir, args.vis_dir])
+        targets = [out_dir / f"{stem}{ext}" for stem, _, _ in found.pairs]
+        check_not_inputs(targets, [f for _, a, b in found.pairs for f in (a, b)])  # links into the sources
+    todo = [(pair, target) for pair, target in zip(found.pairs, targets) if args.overwrite or not target.exists()]
+    kept = len(found.pairs) - len(todo)
+    fuser = _load_fuser(args) if todo else None  # nothing left to fuse: no need for weights
+    out_dir.mkdir(parents=True, exist_ok=True)
+    failures: list[str] = []
+    for (stem, ir_path, vis_path), target in tqdm(todo, desc="fusing", unit="pair", disable=args.quiet):
+        try:
+            fused = fuser.fuse(read_image(ir_path), read_image(vis_path), **kwargs)
+            write_image(target, fused)
+        except (ImageReadError, ValueError, TypeError) as exc:
+            failures.append(f"{stem}: {exc}")
+        except OSError as exc:
+            failures.append(f"{stem}: cannot write {target}: {exc.strerror or exc}")
+    print(f"fused {len(todo) - len(failures)} of {len(todo)} pairs into {out_dir}")
+    if kept:
+        print(f"kept {kept} existing output(s) (--no-overwrite)")
+    if found.unpaired:
+        names = ", ".join(found.unpaired[:10]) + (", ..." if len(found.unpaired) > 10 else "")
+        print(f"{len(found.unpaired)} file(s) without a partner skipped: {names}", file=sys.stderr)
+    for line in failures:
+        print(f"skipped {line}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def _cmd_fuse(args: argparse.Namespace) -> int:
-    from emmafuse.image_io import ImageReadError, read_image, write_image
-
     folder_mode = args.ir_dir is not None or args.vis_dir is not None
     if folder_mode:
         if args.ir or args.vis or args.ir_dir is None or args.vis_dir is None:
@@ -108,54 +193,32 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     elif not (args.ir and args.vis):
         raise CliError("give IR and VIS files, or --ir-dir and --vis-dir")
     kwargs = _fuse_kwargs(args)
-    fuser = _load_fuser(args)
-
-    if not folder_mode:
-        try:
-            ir, vis = read_image(args.ir), read_image(args.vis)
-            fused = fuser.fuse(ir, vis, **kwargs)
-            write_image(args.output, fused)
-        except (ImageReadError, ValueError, TypeError) as exc:
-            raise CliError(str(exc)) from exc
-        print(f"wrote {args.output}")
-        return 0
-
-    from tqdm import tqdm
-
-    pairs, unpaired = _pair_folders(Path(args.ir_dir), Path(args.vis_dir))
-    if not pairs:
-        raise CliError(f"no pairs with matching names in {args.ir_dir} and {args.vis_dir}")
-    out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    failures: list[str] = []
-    for stem, ir_path, vis_path in tqdm(pairs, desc="fusing", unit="pair", disable=args.quiet):
-        try:
-            fused = fuser.fuse(read_image(ir_path), read_image(vis_path), **kwargs)
-            write_image(out_dir / f"{stem}{args.ext}", fused)
-        except (ImageReadError, ValueError, TypeError) as exc:
-            failures.append(f"{stem}: {exc}")
-    print(f"fused {len(pairs) - len(failures)} of {len(pairs)} pairs into {out_dir}")
-    if unpaired:
-        print(f"{len(unpaired)} file(s) without a partner skipped: {', '.join(unpaired[:10])}", file=sys.stderr)
-    for line in failures:
-        print(f"skipped {line}", file=sys.stderr)
-    return 1 if failures else 0
+    return _fuse_folders(args, kwargs) if folder_mode else _fuse_files(args, kwargs)
 
 
 # --------------------------------------------------------------------------- demo
 def _cmd_demo(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from emmafuse.image_io import write_image
+    from emmafuse.image_io import output_format, write_image
+    from emmafuse.outputs import check_output_file
     from emmafuse.samples import synthetic_pair
 
+    out = _output_file(args.output, "emmafuse_demo")
+    with _as_cli_error():
+        output_format(out)
+        check_output_file(out)
+    kwargs = _fuse_kwargs(args)
     fuser = _load_fuser(args)
     ir, vis = synthetic_pair(seed=args.seed)
-    fused = fuser.fuse(ir, vis, **_fuse_kwargs(args))
+    fused = fuser.fuse(ir, vis, **kwargs)
     gap = np.full((ir.shape[0], 4, 3), 255, np.uint8)
     panel = np.concatenate([np.repeat(ir[..., None], 3, -1), gap, vis, gap, fused], axis=1)
-    write_image(args.output, panel)
-    print(f"wrote {args.output}: infrared | visible | fused ({fuser})")
+    try:
+        write_image(out, panel)
+    except OSError as exc:
+        raise CliError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    print(f"wrote {out}: infrared | visible | fused ({fuser})")
     return 0
 
 
@@ -165,32 +228,49 @@ def _cmd_models(args: argparse.Namespace) -> int:
     models = emmafuse.list_models(include_unreleased=True)
     if not models:
         print("no models are listed in this build")
+        return 0
+    print(f"{'NAME':10s} {'STATUS':11s} {'WEIGHTS':14s} {'HUB REPOSITORY':24s}  DESCRIPTION")
     for m in models:
         where = ", ".join(w for w, ok in (("embedded", m.embedded), ("hub", m.published)) if ok) or "-"
         state = "available" if m.available else m.status
-        print(f"{m.name:10s} {state:11s} {where:14s} {m.repo_id}  {m.description}")
+        print(f"{m.name:10s} {state:11s} {where:14s} {m.repo_id:24s}  {m.description}")
     return 0
 
 
 # --------------------------------------------------------------------------- parser
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    from emmafuse import __version__
+
     parser = argparse.ArgumentParser(prog="emmafuse", description="Multi-modality image fusion (EMMA U-Fuser).")
+    parser.add_argument("--version", action="version", version=f"emmafuse {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("fuse", help="fuse an image pair or two folders of pairs")
     p.add_argument("ir", nargs="?", help="infrared / CT / PET / SPECT image")
     p.add_argument("vis", nargs="?", help="visible / MRI image")
-    p.add_argument("--ir-dir", help="folder of first-modality images (pairs by file name)")
+    p.add_argument("--ir-dir", help="folder of first-modality images (pairs by file name; two files with one name are refused)")
     p.add_argument("--vis-dir", help="folder of second-modality images")
-    p.add_argument("-o", "--output", required=True, help="output file, or output folder in folder mode")
-    p.add_argument("--ext", default=".png", help="output suffix in folder mode (default .png)")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output file (an existing folder or a path ending in / gets <IR stem>.png), or output folder in folder mode",
+    )
+    p.add_argument("--ext", default=".png", help="output suffix in folder mode: png, .jpg, ... (default .png)")
+    p.add_argument(
+        "--overwrite",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="replace existing outputs (default); --no-overwrite refuses an existing -o file and, in folder "
+        "mode, keeps existing outputs and fuses only the missing ones",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_runtime_options(p)
     _add_tile_options(p)
     p.set_defaults(func=_cmd_fuse)
 
     p = sub.add_parser("demo", help="fuse the built-in synthetic example and write IR | VIS | fused")
-    p.add_argument("-o", "--output", default="emmafuse_demo.png", help="output PNG (default emmafuse_demo.png)")
+    p.add_argument("-o", "--output", default="emmafuse_demo.png", help="output image (default emmafuse_demo.png; a folder gets emmafuse_demo.png inside)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic scene")
     _add_runtime_options(p)
     _add_tile_options(p)
@@ -220,9 +300,19 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``emmafuse`` console script; returns the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _show_warning(message: Any, category: type[Warning], *_: Any, **__: Any) -> None:
+    """Warnings on the command line: one line each, without the source line of the library."""
+    print(f"emmafuse: warning: {message}", file=sys.stderr)
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe (``emmafuse ... | head``): drop what is left instead of a traceback at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _run(argv: list[str]) -> int:
     try:
         parser = build_parser(argv)
         args = parser.parse_args(argv)
@@ -233,6 +323,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"emmafuse: error: {exc}", file=sys.stderr)
         return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``emmafuse`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            code = _run(argv)
+        sys.stdout.flush()  # a closed pipe shows up here, still inside this handler
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for a program cut off by `| head`
     except KeyboardInterrupt:
         print("emmafuse: interrupted", file=sys.stderr)
         return 130

@@ -176,11 +176,17 @@ def convert_checkpoint(
 def _cmd_convert(args: argparse.Namespace) -> int:
     from emmafuse.cli import CliError
 
+    from emmafuse.outputs import check_output_file
+
     dtype = torch.float16 if args.fp16 else None
+    dst = Path(args.dst) if args.dst is not None else Path(args.src).with_suffix(".safetensors")
     try:
-        out = convert_checkpoint(args.src, args.dst, kind=args.kind, dtype=dtype)
+        check_output_file(dst, [args.src])  # before reading the checkpoint
+        out = convert_checkpoint(args.src, dst, kind=args.kind, dtype=dtype)
     except (WeightsError, ValueError) as exc:
         raise CliError(str(exc)) from exc
+    except OSError as exc:  # the folder changed since the check
+        raise CliError(f"cannot write {dst}: {exc.strerror or exc}") from exc
     from emmafuse.weights import file_sha256
 
     print(f"wrote {out} ({out.stat().st_size} bytes, sha256 {file_sha256(out)})")

@@ -14,6 +14,11 @@ dropped); fused images are scored as stored (no range stretching); the table hol
 mean over images of each per-image value. Ranking: each metric ranks the methods (1 =
 best, MSE lower is better, ties share the mean rank); methods are ordered by the mean of
 their ranks over the reported metrics.
+
+Pairing is :func:`emmafuse.image_io.pair_folders` (by file stem; two files with one stem in a
+folder are refused). Every skipped pair is named on stderr with its reason, and the exit code
+is 1 when any pair was skipped; a fused folder with no image of a source pair is an error.
+Outputs (``-o``, ``--save-fused``) are checked before any scoring.
 """
 
 from __future__ import annotations
@@ -101,31 +106,19 @@ def read_gray(path: str | os.PathLike[str]) -> np.ndarray:
     raise ValueError(f"{path}: unsupported image shape {arr.shape}")
 
 
-def index_folder(folder: str | os.PathLike[str]) -> tuple[dict[str, Path], list[str]]:
-    """Image files of a folder by stem, and the stems given by more than one file.
+def index_folder(folder: str | os.PathLike[str], role: str = "image") -> dict[str, Path]:
+    """Image files of a folder by stem (:func:`emmafuse.image_io.index_images`).
 
-    When several files share a stem (``01.png``, ``01.jpg``) the first in
-    ``emmafuse.image_io.IMAGE_SUFFIXES`` order wins and the stem is reported as a duplicate.
+    Raises:
+        EvalError: the folder is missing, or two of its files share a stem (``01.png`` and
+            ``01.jpg``): which one to score would be a guess.
     """
-    from emmafuse.image_io import IMAGE_SUFFIXES
+    from emmafuse.image_io import PairingError, index_images
 
-    p = Path(folder)
-    if not p.is_dir():
-        raise EvalError(f"{p}: not a folder")
-    order = {s: i for i, s in enumerate(IMAGE_SUFFIXES)}
-    files = sorted(
-        (f for f in p.iterdir() if f.is_file() and f.suffix.lower() in order),
-        key=lambda f: (f.stem, order[f.suffix.lower()], f.name),
-    )
-    out: dict[str, Path] = {}
-    dups: list[str] = []
-    for f in files:
-        if f.stem in out:
-            if f.stem not in dups:
-                dups.append(f.stem)
-            continue
-        out[f.stem] = f
-    return out, dups
+    try:
+        return index_images(folder, role)
+    except PairingError as exc:
+        raise EvalError(str(exc)) from exc
 
 
 # --------------------------------------------------------------------------- results
@@ -245,16 +238,21 @@ def collect(args: argparse.Namespace) -> EvalReport:
     if len(set(names)) != len(names):
         raise EvalError(f"method names must be unique, got {names} (rename a folder or use --weights-name)")
 
-    irs, ir_dups = index_folder(args.ir_dir)
-    viss, vis_dups = index_folder(args.vis_dir)
-    stems = sorted(set(irs) & set(viss))
-    unpaired = sorted(set(irs) ^ set(viss))
+    from emmafuse.image_io import PairingError, pair_folders
+
+    try:
+        found = pair_folders(args.ir_dir, args.vis_dir, roles=("--ir-dir", "--vis-dir"))
+    except PairingError as exc:
+        raise EvalError(str(exc)) from exc
+    irs = {stem: a for stem, a, _ in found.pairs}
+    viss = {stem: b for stem, _, b in found.pairs}
+    stems = sorted(irs)
     if not stems:
         raise EvalError(f"no image pairs with matching names in {args.ir_dir} and {args.vis_dir}")
+    indexes = [_fused_index(name, d, stems) for name, d in folders]  # fail fast, before any scoring
 
     fuser = _load_fuser(args.weights, args.device) if args.weights else None  # fail fast
     methods = [MethodResult(n, str(d)) for n, d in folders]
-    indexes = [index_folder(d)[0] for _, d in folders]
     source_errors: dict[str, str] = {}
     tasks: list[_Task] = []
     for stem in stems:
@@ -299,10 +297,23 @@ def collect(args: argparse.Namespace) -> EvalReport:
         metrics=metrics,
         methods=methods,
         pairs=len(stems),
-        unpaired=unpaired + [f"{s} (duplicate name)" for s in sorted(set(ir_dups + vis_dups))],
+        unpaired=found.unpaired,
         source_errors=source_errors,
         protocol=_protocol(args),
     )
+
+
+def _fused_index(name: str, folder: Path, stems: Sequence[str]) -> dict[str, Path]:
+    """The images of a fused folder; a folder that can score no pair is an error, not a NaN row."""
+    index = index_folder(folder, f"fused ({name})")
+    if not index:
+        raise EvalError(f"fused folder {folder} holds no images")
+    if not set(index) & set(stems):
+        raise EvalError(
+            f"none of the {len(index)} image(s) in fused folder {folder} has the name of a source pair "
+            f"(e.g. {sorted(index)[0]} vs {stems[0]}); fused images are matched to sources by file name"
+        )
+    return index
 
 
 def _fuse_and_score(
@@ -434,14 +445,28 @@ def format_markdown(report: EvalReport) -> str:
 
 
 def _skip_lines(report: EvalReport, rows: list[dict[str, Any]], prefix: str) -> list[str]:
+    """Summary lines: unpaired source files, and per method how many (and which) pairs were skipped."""
     out = []
     if report.unpaired:
         names = ", ".join(report.unpaired[:10]) + (", ..." if len(report.unpaired) > 10 else "")
         out.append(f"{prefix}{len(report.unpaired)} source file(s) without a partner: {names}")
+    by_name = {m.name: m for m in report.methods}
     for r in rows:
         if r["skipped"]:
-            out.append(f"{prefix}{r['method']}: {r['skipped']} of {report.pairs} pair(s) skipped")
+            stems = sorted(by_name[r["method"]].skipped)
+            names = ", ".join(stems[:10]) + (", ..." if len(stems) > 10 else "")
+            out.append(f"{prefix}{r['method']}: {r['skipped']} of {report.pairs} pair(s) skipped ({names})")
     return out
+
+
+def _skipped_pair_lines(report: EvalReport) -> list[str]:
+    """One line per skipped pair with its reason (a source problem once, not once per method)."""
+    lines = [f"skipped pair {stem} for every method: {why}" for stem, why in sorted(report.source_errors.items())]
+    for m in report.methods:
+        for stem, why in sorted(m.skipped.items()):
+            if report.source_errors.get(stem) != why:
+                lines.append(f"{m.name}: skipped pair {stem}: {why}")
+    return lines
 
 
 def _json_safe(v: float) -> float | None:
@@ -500,7 +525,8 @@ def add_eval_command(subparsers: Any) -> None:
         help="score fused images (EN, SD, SF, AG, MI, MSE, CC, PSNR, SCD, VIF, Qabf, SSIM)",
         description=(
             "Score fused images against their source pairs and print a table of per-set means. "
-            "Pairs are matched by file stem; unreadable or missing files are skipped and counted."
+            "Pairs are matched by file stem; unreadable or missing files are skipped, each named on "
+            "stderr with its reason, and the exit code is then 1."
         ),
     )
     src = p.add_argument_group("what to score (one or more)")
@@ -526,30 +552,55 @@ def add_eval_command(subparsers: Any) -> None:
     p.set_defaults(func=run_eval)
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """``-o`` and ``--save-fused`` are checked before any scoring (exit 2, one line)."""
+    from emmafuse.outputs import OutputError, check_output_file, check_output_folder
+
+    input_dirs = [Path(d) for d in (args.ir_dir, args.vis_dir, args.fused, *(args.compare or [])) if d]
+    try:
+        if args.output:
+            # the table must not replace a source or fused image (e.g. -o fused/01.png)
+            files = [f for d in input_dirs if d.is_dir() for f in d.iterdir() if f.is_file()]
+            check_output_file(args.output, files, what="output file")
+        if args.save_fused:
+            check_output_folder(args.save_fused, input_dirs, what="--save-fused folder")
+    except OutputError as exc:
+        raise EvalError(str(exc)) from exc
+
+
+def _write_table(text: str, output: str | None) -> None:
+    if not output:
+        sys.stdout.write(text)
+        return
+    try:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text, encoding="utf-8")
+    except OSError as exc:  # the folder changed since the check
+        raise EvalError(f"cannot write {output}: {exc.strerror or exc}") from exc
+
+
 def run_eval(args: argparse.Namespace) -> int:
-    """Run ``emmafuse eval``; returns 0, 1 when no image could be scored, 2 on usage errors."""
+    """Run ``emmafuse eval``; returns 0, 1 when any pair was skipped (or none scored), 2 on usage errors."""
     try:
         if args.jobs < 1:
             raise EvalError("--jobs must be at least 1")
         if args.save_fused and not args.weights:
             raise EvalError("--save-fused needs --weights")
+        _check_outputs(args)
         report = collect(args)
+        text = format_json(report) if args.json else format_csv(report) if args.csv else format_markdown(report)
+        _write_table(text, args.output)
     except EvalError as exc:
         print(f"emmafuse eval: error: {exc}", file=sys.stderr)
         return 2
-    text = format_json(report) if args.json else format_csv(report) if args.csv else format_markdown(report)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
     if args.json or args.csv or args.output:  # the Markdown table already lists these
         for line in _skip_lines(report, _rows(report), prefix="emmafuse eval: "):
             print(line, file=sys.stderr)
-    for stem, why in sorted(report.source_errors.items()):
-        print(f"emmafuse eval: skipped pair {stem}: {why}", file=sys.stderr)
+    for line in _skipped_pair_lines(report):
+        print(f"emmafuse eval: {line}", file=sys.stderr)
     scored = sum(len(m.per_image) for m in report.methods)
-    return 0 if scored else 1
+    skipped = any(m.skipped for m in report.methods)
+    return 0 if scored and not skipped else 1
 
 
 def main(argv: Iterable[str] | None = None) -> int:

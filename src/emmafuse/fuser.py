@@ -1,7 +1,8 @@
 """The public fusion API: :class:`Fuser` wraps a U-Fuser network with everything around it.
 
 ``Fuser.fuse(ir, vis)`` takes two registered images of the same size (numpy, PIL or torch),
-handles colour (YCbCr: the luminance is fused, the chroma of the colour input is kept), pads
+handles colour (YCbCr: the luminance is fused, the chroma of the colour input is kept; RGB
+images whose channels are equal count as gray, see :func:`emmafuse.color.is_gray_rgb`), pads
 any size to what the network needs, batches, runs on CPU or CUDA in the requested precision
 (tiling images that would not fit in memory, see :mod:`emmafuse.tiling`) and gives the result
 back in the container and dtype of the visible input.
@@ -16,7 +17,7 @@ from typing import Any, Literal, Union
 
 import torch
 
-from emmafuse.color import rgb_to_ycbcr, ycbcr_to_rgb
+from emmafuse.color import is_gray_rgb, rgb_to_ycbcr, ycbcr_to_rgb
 from emmafuse.inputs import ImageSpec, decode_image, encode_image, is_batch, split_batch
 from emmafuse.models import UFuser
 from emmafuse.models.ufuser import weight_version
@@ -82,6 +83,8 @@ class _Pair:
     chroma: torch.Tensor | None  # (2, H, W) Cb, Cr of the colour input
     alpha: torch.Tensor | None  # (1, H, W)
     out_spec: ImageSpec
+    rgb_out: bool = False  # gray result written as R = G = B (a gray pair in a colour batch)
+    notes: tuple[str, ...] = ()  # warnings about the inputs, raised by Fuser.fuse
 
 
 #: Colour conversion and output encoding run in strips of this many rows, so that the float
@@ -97,9 +100,13 @@ def _row_strips(height: int, width: int) -> list[tuple[int, int]]:
 
 
 def _split_planes(chw: torch.Tensor, spec: ImageSpec) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """(luma, chroma or None, alpha or None) of a decoded image."""
+    """(luma, chroma or None, alpha or None) of a decoded image.
+
+    An RGB(A) image whose channels are equal is gray: its luma is its first channel (exactly
+    what the gray image would give) and it has no chroma to offer.
+    """
     alpha = chw[-1:].clone() if spec.has_alpha else None
-    if spec.has_color:
+    if spec.has_color and not is_gray_rgb(chw[:3]):
         h, w = chw.shape[-2:]
         ycc = torch.empty(3, h, w, dtype=chw.dtype)
         for r0, r1 in _row_strips(h, w):
@@ -120,9 +127,13 @@ def _prepare_pair(ir: object, vis: object, index: int | None) -> _Pair:
     ir_y, ir_chroma, ir_alpha = _split_planes(ir_chw, ir_spec)
     vis_y, vis_chroma, vis_alpha = _split_planes(vis_chw, vis_spec)
     # The visible image's colour wins; a colour IR slot (PET/SPECT in medical pairs) is used otherwise.
+    # Gray-as-RGB images have no chroma here, so a real colour image in either slot keeps its colour.
     chroma = vis_chroma if vis_chroma is not None else ir_chroma
     alpha = vis_alpha if vis_alpha is not None else ir_alpha
-    return _Pair(ir_y, vis_y, chroma, alpha, vis_spec)
+    if vis_spec.gray_only:  # the output is the fused luminance, not the red channel of a colour result
+        chroma = alpha = None
+    notes = tuple(n for n in (ir_spec.note, vis_spec.note) if n)
+    return _Pair(ir_y, vis_y, chroma, alpha, vis_spec, notes=notes)
 
 
 def _apply_range(fused: torch.Tensor, policy: OutputRange) -> torch.Tensor:
@@ -138,11 +149,15 @@ def _apply_range(fused: torch.Tensor, policy: OutputRange) -> torch.Tensor:
     return fused.clamp(0.0, 1.0)
 
 
-def _finish_planes(fused_y: torch.Tensor, chroma: torch.Tensor | None, alpha: torch.Tensor | None) -> torch.Tensor:
+def _finish_planes(
+    fused_y: torch.Tensor, chroma: torch.Tensor | None, alpha: torch.Tensor | None, rgb_out: bool = False
+) -> torch.Tensor:
     planes = fused_y
     if chroma is not None:
         rgb = ycbcr_to_rgb(torch.cat((fused_y, chroma), 0)[None])[0]
         planes = rgb.clamp(0.0, 1.0)
+    elif rgb_out:  # exact copies, not a YCbCr round trip: the channels stay equal
+        planes = fused_y.expand(3, -1, -1)
     if alpha is not None:
         planes = torch.cat((planes, alpha), 0)
     return planes
@@ -153,13 +168,13 @@ def _finish(fused_y: torch.Tensor, pair: _Pair) -> Any:
     h, w = fused_y.shape[-2:]
     strips = _row_strips(h, w)
     if len(strips) == 1 or pair.out_spec.kind == "pil":
-        return encode_image(_finish_planes(fused_y, pair.chroma, pair.alpha), pair.out_spec)
+        return encode_image(_finish_planes(fused_y, pair.chroma, pair.alpha, pair.rgb_out), pair.out_spec)
     # large numpy / torch outputs: convert and encode row strips, then join them (same values)
     parts = []
     for r0, r1 in strips:
         chroma = pair.chroma[:, r0:r1] if pair.chroma is not None else None
         alpha = pair.alpha[:, r0:r1] if pair.alpha is not None else None
-        parts.append(encode_image(_finish_planes(fused_y[:, r0:r1], chroma, alpha), pair.out_spec))
+        parts.append(encode_image(_finish_planes(fused_y[:, r0:r1], chroma, alpha, pair.rgb_out), pair.out_spec))
     first = parts[0]
     if isinstance(first, torch.Tensor):
         return torch.cat(parts, dim=-2 if first.ndim == 3 else 0)
@@ -384,9 +399,18 @@ class Fuser:
 
         Returns:
             The fused image in the container type (numpy / PIL / torch) and dtype of ``vis``.
-            It is colour when either input is colour (the visible image's chroma is preferred),
-            keeps the alpha channel of an RGBA input, and is gray when both are gray. For lists
-            and batches the result is a list / batch of the same kind.
+            It is colour when either input carries colour (the visible image's chroma is
+            preferred), keeps the alpha channel of an RGBA input, and is gray when both are
+            gray. An RGB(A) image whose channels are equal (exactly for integers, within
+            :data:`emmafuse.color.GRAY_TOLERANCE` for floats) counts as gray for both
+            decisions. For lists and batches the result is a list / batch of the same kind; a
+            4-D batch is colour when any of its results is (gray ones then have R = G = B).
+            A PIL ``vis`` in a 16-bit or float mode (``I;16``, ``I``, ``F``) gives the fused
+            luminance in that mode: PIL has no colour or alpha variant of them.
+
+        Warns:
+            UserWarning: a 16-bit input whose maximum is below 256 (8-bit data in a 16-bit
+                container fuses as a near-black image).
 
         Raises:
             TypeError: unsupported container, dtype or PIL mode.
@@ -402,6 +426,11 @@ class Fuser:
         ir_items, vis_items, kind = self._as_items(ir, vis)
         indexed = kind != "single"
         pairs = [_prepare_pair(a, b, i if indexed else None) for i, (a, b) in enumerate(zip(ir_items, vis_items))]
+        for note in dict.fromkeys(n for p in pairs for n in p.notes):  # each distinct note once
+            warnings.warn(note, UserWarning, stacklevel=2)
+        if kind == "batch" and any(p.chroma is not None for p in pairs):
+            for p in pairs:  # one channel count per batch: stacking needs equal shapes
+                p.rgb_out = True
         fused = self._run_pairs(pairs, output_range, batch_size, tile, tile_overlap)
         outputs = [_finish(y, p) for y, p in zip(fused, pairs)]
         if kind == "single":

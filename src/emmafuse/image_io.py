@@ -1,25 +1,134 @@
-"""Reading and writing image files for the CLI (PIL), keeping 16-bit data 16-bit.
+"""Reading, writing and pairing image files for the CLI (PIL), keeping 16-bit data 16-bit.
 
 Writes are atomic: the image goes to a temporary name in the target folder and is renamed
 into place, so an interrupted run never leaves a half-written output.
+
+:func:`pair_folders` is the one way ``fuse``, ``eval`` and ``train`` match two folders: by
+file stem (``01.png`` pairs ``01.jpg``). Policy for a stem given by two files of one folder
+(``dup.jpg`` and ``dup.png``): refuse with :class:`PairingError` naming both files. Picking one
+silently could fuse or score the wrong image; the user renames or removes one.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from emmafuse.checkpoint import atomic_write
 
-__all__ = ["read_image", "write_image", "IMAGE_SUFFIXES", "ImageReadError"]
+__all__ = [
+    "read_image",
+    "write_image",
+    "output_format",
+    "normalize_suffix",
+    "index_images",
+    "pair_folders",
+    "FolderPairs",
+    "PairingError",
+    "IMAGE_SUFFIXES",
+    "OUTPUT_SUFFIXES",
+    "ImageReadError",
+]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: Image files written by the CLI (PIL writes each of them).
+OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: Image files read (and paired) by fuse, eval and train.
+IMAGE_SUFFIXES = OUTPUT_SUFFIXES + (".pgm", ".ppm")
 
 
 class ImageReadError(ValueError):
     """A file could not be read as an image."""
+
+
+class PairingError(ValueError):
+    """Two folders cannot be paired: a folder is missing, or two of its images share a stem."""
+
+
+@dataclass(frozen=True)
+class FolderPairs:
+    """Images of two folders matched by file stem."""
+
+    pairs: list[tuple[str, Path, Path]]  # (stem, ir file, vis file), sorted by stem
+    only_ir: list[str]  # stems without a partner
+    only_vis: list[str]
+
+    @property
+    def unpaired(self) -> list[str]:
+        return sorted(self.only_ir + self.only_vis)
+
+
+def index_images(folder: str | os.PathLike[str], role: str = "image") -> dict[str, Path]:
+    """Image files of ``folder`` by stem (an empty dict for a folder without images).
+
+    Raises:
+        PairingError: the folder does not exist or is a file, or two images share a stem.
+    """
+    path = Path(folder)
+    if not path.exists():
+        raise PairingError(f"{role} folder does not exist: {path}")
+    if not path.is_dir():
+        raise PairingError(f"{role} path is not a folder: {path}")
+    found: dict[str, Path] = {}
+    clashes: list[str] = []
+    for entry in sorted(path.iterdir()):
+        if not entry.is_file() or entry.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if entry.stem in found:
+            clashes.append(f"{found[entry.stem].name} and {entry.name}")
+            continue
+        found[entry.stem] = entry
+    if clashes:
+        more = f" (and {len(clashes) - 3} more)" if len(clashes) > 3 else ""
+        raise PairingError(
+            f"{role} folder {path} has images that share a name: {'; '.join(clashes[:3])}{more}. "
+            "Pairs are matched by file name without extension; rename or remove one of each"
+        )
+    return found
+
+
+def pair_folders(
+    ir_dir: str | os.PathLike[str], vis_dir: str | os.PathLike[str], roles: tuple[str, str] = ("ir", "vis")
+) -> FolderPairs:
+    """Match the images of two folders by file stem (see the module docstring for the policy).
+
+    Raises:
+        PairingError: a folder is missing, or one holds two images with the same stem.
+    """
+    irs, viss = index_images(ir_dir, roles[0]), index_images(vis_dir, roles[1])
+    common = sorted(set(irs) & set(viss))
+    return FolderPairs(
+        [(stem, irs[stem], viss[stem]) for stem in common],
+        sorted(set(irs) - set(viss)),
+        sorted(set(viss) - set(irs)),
+    )
+
+
+def normalize_suffix(ext: str) -> str:
+    """``"jpg"`` or ``".JPG"`` -> ``".jpg"``; raises ``ValueError`` for a suffix PIL cannot write."""
+    text = ext.strip().lower()
+    suffix = text if text.startswith(".") else f".{text}"
+    if suffix not in OUTPUT_SUFFIXES:
+        raise ValueError(f"unknown output suffix {ext!r}; use one of {', '.join(OUTPUT_SUFFIXES)}")
+    return suffix
+
+
+def output_format(path: str | os.PathLike[str]) -> str:
+    """The PIL format name for an output file, from its suffix (checked before any work).
+
+    Raises:
+        ValueError: a suffix emmafuse does not write.
+    """
+    from PIL import Image
+
+    p = Path(path)
+    fmt = Image.registered_extensions().get(p.suffix.lower())
+    if fmt is None or p.suffix.lower() not in OUTPUT_SUFFIXES:
+        shown = f"'{p.suffix}'" if p.suffix else "(none)"
+        raise ValueError(f"{p}: unknown image file suffix {shown}; use one of {', '.join(OUTPUT_SUFFIXES)}")
+    return fmt
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -54,14 +163,12 @@ def write_image(path: str | os.PathLike[str], image: np.ndarray) -> Path:
     from PIL import Image
 
     p = Path(path)
-    fmt = Image.registered_extensions().get(p.suffix.lower())
-    if fmt is None:
-        raise ValueError(f"{p}: unknown image file suffix '{p.suffix}'; use one of {', '.join(IMAGE_SUFFIXES)}")
+    fmt = output_format(p)
     if image.dtype == np.uint16 and fmt not in ("PNG", "TIFF"):
         raise ValueError(f"{p}: 16-bit output needs .png or .tif, not {p.suffix}")
     if image.dtype == np.uint16 and image.ndim == 3:
         raise ValueError(f"{p}: 16-bit colour output is not supported by PIL; fuse to 8 bit or gray")
     pil = Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image)
-    if fmt == "JPEG" and pil.mode == "RGBA":
-        pil = pil.convert("RGB")
+    if fmt == "JPEG" and pil.mode in ("RGBA", "LA"):  # JPEG has no alpha
+        pil = pil.convert(pil.mode[:-1])
     return atomic_write(p, lambda tmp: pil.save(tmp, format=fmt))

@@ -11,7 +11,9 @@ Accepted single images:
 Batches: numpy ``(N, H, W, C)`` and torch ``(N, C, H, W)``.
 
 Every decoded image becomes a float32 ``(C, H, W)`` CPU tensor in [0, 1] plus an
-:class:`ImageSpec` that remembers how to build the same kind of object for the output.
+:class:`ImageSpec` that remembers how to build the same kind of object for the output (and
+carries a note when the data look wrong but are still usable, e.g. 8-bit values in a 16-bit
+image).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class ImageSpec:
     height: int
     width: int
     device: Any = None  # torch device of a tensor input
+    note: str | None = None  # a warning for the caller (suspicious but valid data)
 
     @property
     def has_color(self) -> bool:
@@ -50,6 +53,11 @@ class ImageSpec:
     @property
     def has_alpha(self) -> bool:
         return self.channels in (2, 4)
+
+    @property
+    def gray_only(self) -> bool:
+        """PIL's 16-bit (``I;16``, ``I``) and float (``F``) modes have no colour or alpha variant."""
+        return self.kind == "pil" and str(self.dtype).startswith(("I", "F"))
 
 
 def _pil_module() -> Any:
@@ -82,9 +90,23 @@ def _check_float(arr: np.ndarray, name: str) -> np.ndarray:
         raise ValueError(f"{name} contains {bad} NaN/Inf value(s); clean the image before fusing")
     lo, hi = float(arr.min()), float(arr.max())
     if lo < -_FLOAT_TOLERANCE or hi > 1 + _FLOAT_TOLERANCE:
-        hint = " (looks like 0..255 data: divide by 255 or pass uint8)" if hi > 1.5 else ""
+        hint = ""
+        if hi > 255.5:
+            hint = " (looks like 0..65535 data: divide by 65535 or pass uint16)"
+        elif hi > 1.5:
+            hint = " (looks like 0..255 data: divide by 255 or pass uint8)"
         raise ValueError(f"{name}: floating-point images must lie in [0, 1], found [{lo:g}, {hi:g}]{hint}")
     return np.clip(arr, 0.0, 1.0)
+
+
+def _low_16bit_note(peak: int, name: str) -> str | None:
+    """A warning for 16-bit data that never leaves the 8-bit range (it would fuse near-black)."""
+    if peak >= 256:
+        return None
+    return (
+        f"{name}: 16-bit image whose maximum is {peak} (below 256): this looks like 8-bit data and "
+        "fuses as a near-black image; convert it to uint8 (or scale it to 0..65535) first"
+    )
 
 
 def _numpy_to_unit(arr: np.ndarray, name: str) -> np.ndarray:
@@ -125,7 +147,8 @@ def _decode_numpy(arr: np.ndarray, name: str) -> tuple[torch.Tensor, ImageSpec]:
     else:
         raise ValueError(f"{name}: expected a 2-D or 3-D array, got shape {arr.shape}")
     unit = _numpy_to_unit(np.ascontiguousarray(chw), name)
-    spec = ImageSpec("numpy", arr.dtype, layout, chw.shape[0], chw.shape[1], chw.shape[2])
+    note = _low_16bit_note(int(arr.max()), name) if arr.dtype == np.uint16 else None
+    spec = ImageSpec("numpy", arr.dtype, layout, chw.shape[0], chw.shape[1], chw.shape[2], note=note)
     return torch.from_numpy(unit), spec
 
 
@@ -141,17 +164,19 @@ def _decode_pil(img: Any, name: str) -> tuple[torch.Tensor, ImageSpec]:
     if img.width == 0 or img.height == 0:
         raise ValueError(f"{name} is empty ({img.width}x{img.height})")
     arr = np.asarray(img)
+    note = None
     if mode.startswith("I"):
         arr = arr.astype(np.int64)
         if arr.min() < 0 or arr.max() > 65535:
             raise ValueError(f"{name}: 32-bit integer image values outside 0..65535 are not supported")
+        note = _low_16bit_note(int(arr.max()), name)
         unit = arr.astype(np.float32) / 65535.0
     elif mode == "F":
         unit = _check_float(arr.astype(np.float32), name)
     else:
         unit = arr.astype(np.float32) / 255.0
     chw = unit[None] if unit.ndim == 2 else np.moveaxis(unit, -1, 0)
-    spec = ImageSpec("pil", mode, "HWC", chw.shape[0], chw.shape[1], chw.shape[2])
+    spec = ImageSpec("pil", mode, "HWC", chw.shape[0], chw.shape[1], chw.shape[2], note=note)
     return torch.from_numpy(np.ascontiguousarray(chw)), spec
 
 
@@ -160,6 +185,13 @@ def _decode_torch(t: torch.Tensor, name: str) -> tuple[torch.Tensor, ImageSpec]:
         _check_shape(tuple(t.shape), name, None)
         layout, chw = "HW", t.unsqueeze(0)
     elif t.ndim == 3:
+        if t.shape[0] not in (1, 3, 4) and all(t.shape):
+            # a numpy-style (H, W, C) tensor would otherwise read as "H channels" and nothing more
+            hint = "; if it is (H, W, C), use tensor.permute(2, 0, 1)" if t.shape[-1] in (1, 3, 4) else ""
+            raise ValueError(
+                f"{name}: {t.shape[0]} channels (shape {tuple(t.shape)}) is not supported: torch tensors "
+                f"are (C, H, W) with C = 1 (gray), 3 (RGB) or 4 (RGBA){hint}"
+            )
         _check_shape(tuple(t.shape), name, 0)
         layout, chw = "CHW", t
     else:

@@ -292,6 +292,10 @@ def _explicit_path(value: str | os.PathLike[str]) -> Path | None:
 
 
 def _resolve_path(path: Path) -> ResolvedWeights:
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.safetensors"))
+        hint = f" (it holds {', '.join(found[:3])})" if found else ""
+        raise WeightsError(f"weights path {path} is a folder, not a .safetensors file{hint}")
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     if path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
@@ -326,6 +330,9 @@ def locate_weights(
         WeightsError: unknown name, missing file, offline and not cached, download failure.
     """
     if name_or_path is not None:
+        if not os.fspath(name_or_path).strip():
+            # Path("") is ".", the current folder: say what was really given
+            raise WeightsError("the weights path is empty (''); give a .safetensors file or a model name")
         explicit = _explicit_path(name_or_path)
         if explicit is not None:
             return _resolve_path(explicit)

@@ -133,6 +133,26 @@ def _build_config(args: argparse.Namespace):  # -> TrainConfig
     return cfg
 
 
+def _check_before_run_folder(cfg: Any, export: Path | None) -> None:
+    """Data and outputs are checked before the Trainer creates the run folder.
+
+    A run that fails here leaves no ``config.json`` behind, so its corrected rerun is not
+    refused as an existing run.
+    """
+    from emmafuse.outputs import OutputError, check_output_file, check_output_folder
+    from emmafuse.train.config import ConfigError
+    from emmafuse.train.data import check_training_data
+
+    d = cfg.data
+    check_training_data(d.ir_dir, d.vis_dir, d.val_pairs, cfg.seed, d.crop)
+    try:
+        check_output_folder(cfg.out_dir, [d.ir_dir, d.vis_dir], what="run folder (--out)")
+        if export is not None:
+            check_output_file(export, what="--export file")
+    except OutputError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 def _run(args: argparse.Namespace, action: Any) -> int:
     from emmafuse.checkpoint import WeightsError
     from emmafuse.train.ckpt_io import CheckpointError
@@ -143,6 +163,7 @@ def _run(args: argparse.Namespace, action: Any) -> int:
     trainer = None
     try:
         cfg = _build_config(args)
+        _check_before_run_folder(cfg, getattr(args, "export", None))
         trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite)
         action(trainer)
         return 0
@@ -174,9 +195,15 @@ def _cmd_fuser(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from emmafuse.outputs import OutputError, check_output_file
     from emmafuse.train.ckpt_io import CheckpointError
     from emmafuse.train.export import export_run
 
+    try:
+        check_output_file(args.to if args.to is not None else args.out / "fuser.safetensors", what="--to file")
+    except OutputError as exc:  # before reading the checkpoint
+        print(f"emmafuse train: error: {exc}", file=sys.stderr)
+        return 2
     try:
         print(export_run(args.out, args.to))
         return 0

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from emmafuse.image_io import IMAGE_SUFFIXES, PairingError, index_images, pair_folders
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "DataError",
@@ -35,9 +37,11 @@ __all__ = [
     "validation_crops",
     "stems_fingerprint",
     "describe_pairs",
+    "check_training_data",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp")
+# One suffix list and one pairing rule for fuse, eval and train (emmafuse.image_io).
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 
 
 class DataError(ValueError):
@@ -54,46 +58,95 @@ class ImagePair:
 
 
 def list_images(folder: str | os.PathLike[str], role: str) -> dict[str, Path]:
-    path = Path(folder)
+    """Images of a training folder by stem (:func:`emmafuse.image_io.index_images`).
+
+    Raises:
+        DataError: no folder given, missing, not a folder, no images, or two images with one stem.
+    """
     if not str(folder):
         raise DataError(f"no {role} folder given")
-    if not path.exists():
-        raise DataError(f"{role} folder does not exist: {path}")
-    if not path.is_dir():
-        raise DataError(f"{role} path is not a folder: {path}")
-    found: dict[str, Path] = {}
-    for entry in sorted(path.iterdir()):
-        if not entry.is_file() or entry.suffix.lower() not in IMAGE_EXTENSIONS:
-            continue
-        if entry.stem in found:
-            raise DataError(
-                f"{role} folder {path} has two images with the stem '{entry.stem}': "
-                f"{found[entry.stem].name} and {entry.name}"
-            )
-        found[entry.stem] = entry
+    try:
+        found = index_images(folder, role)
+    except PairingError as exc:
+        raise DataError(str(exc)) from exc
     if not found:
-        raise DataError(f"{role} folder {path} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        raise DataError(f"{role} folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     return found
 
 
 def find_pairs(ir_dir: str | os.PathLike[str], vis_dir: str | os.PathLike[str]) -> list[ImagePair]:
     """Pair the images of two folders by file stem (``a.png`` pairs ``a.jpg``).
 
+    The pairing is :func:`emmafuse.image_io.pair_folders`, shared with ``fuse`` and ``eval``;
+    training is stricter only about images without a partner, which it refuses.
+
     Raises:
-        DataError: a folder is missing or empty, or some names have no partner.
+        DataError: a folder is missing or empty, two images share a stem, or some names have no partner.
     """
-    ir = list_images(ir_dir, "ir")
-    vis = list_images(vis_dir, "vis")
-    only_ir = sorted(set(ir) - set(vis))
-    only_vis = sorted(set(vis) - set(ir))
-    if only_ir or only_vis:
+    for folder, role in ((ir_dir, "ir"), (vis_dir, "vis")):
+        list_images(folder, role)  # the training messages for missing / empty folders
+    try:
+        found = pair_folders(ir_dir, vis_dir)
+    except PairingError as exc:  # pragma: no cover - list_images raised it already
+        raise DataError(str(exc)) from exc
+    if found.only_ir or found.only_vis:
         parts = []
-        if only_ir:
-            parts.append(f"{len(only_ir)} only in {ir_dir} (e.g. {', '.join(only_ir[:5])})")
-        if only_vis:
-            parts.append(f"{len(only_vis)} only in {vis_dir} (e.g. {', '.join(only_vis[:5])})")
+        if found.only_ir:
+            parts.append(f"{len(found.only_ir)} only in {ir_dir} (e.g. {', '.join(found.only_ir[:5])})")
+        if found.only_vis:
+            parts.append(f"{len(found.only_vis)} only in {vis_dir} (e.g. {', '.join(found.only_vis[:5])})")
         raise DataError("unpaired images (pairs are matched by file name without extension): " + "; ".join(parts))
-    return [ImagePair(stem, ir[stem], vis[stem]) for stem in sorted(ir)]
+    return [ImagePair(stem, a, b) for stem, a, b in found.pairs]
+
+
+def _check_sizes(mismatched: Sequence[str], small: Sequence[str], min_side: int) -> None:
+    """Raise the size problems found in a set of pairs (shared by the early check and PairStore)."""
+    if mismatched:
+        raise DataError(
+            f"{len(mismatched)} pairs have different sizes in the two folders (register them first): "
+            + ", ".join(mismatched[:5])
+        )
+    if small:
+        raise DataError(
+            f"{len(small)} pairs are smaller than the {min_side}x{min_side} crop: "
+            + ", ".join(small[:5])
+            + " (lower --crop or remove them)"
+        )
+
+
+def check_training_data(
+    ir_dir: str | os.PathLike[str], vis_dir: str | os.PathLike[str], val_pairs: int, seed: int, min_side: int
+) -> list[ImagePair]:
+    """Everything about the data that can be checked cheaply, before a run folder is created.
+
+    Pairs, the validation split, and each image's size from its header (no decoding): a run that
+    would fail on its data fails before writing ``config.json``, so the corrected rerun is not
+    refused as an existing run.
+
+    Raises:
+        DataError: as :func:`find_pairs` and :func:`split_pairs`, an unreadable header, pairs of
+            different sizes, or images smaller than ``min_side``.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    pairs = find_pairs(ir_dir, vis_dir)
+    train, _ = split_pairs(pairs, val_pairs, seed)
+    training = {p.stem for p in train}
+    mismatched, small = [], []
+    for pair in pairs:
+        sizes = []
+        for path in (pair.ir_path, pair.vis_path):
+            try:
+                with Image.open(path) as im:
+                    sizes.append(im.size)
+            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+                raise DataError(f"cannot read image {path}: {exc}") from exc
+        if sizes[0] != sizes[1]:
+            mismatched.append(f"{pair.stem} (ir {sizes[0][0]}x{sizes[0][1]}, vis {sizes[1][0]}x{sizes[1][1]})")
+        elif pair.stem in training and min(sizes[0]) < min_side:
+            small.append(f"{pair.stem} ({sizes[0][0]}x{sizes[0][1]})")
+    _check_sizes(mismatched, small, min_side)
+    return pairs
 
 
 def split_pairs(pairs: Sequence[ImagePair], val_pairs: int, seed: int) -> tuple[list[ImagePair], list[ImagePair]]:
@@ -178,17 +231,7 @@ class PairStore:
                 small.append(f"{pair.stem} ({a.shape[1]}x{a.shape[0]})")
             self.ir.append(a.astype(np.float16))
             self.vis.append(b.astype(np.float16))
-        if mismatched:
-            raise DataError(
-                f"{len(mismatched)} pairs have different sizes in the two folders (register them first): "
-                + ", ".join(mismatched[:5])
-            )
-        if small:
-            raise DataError(
-                f"{len(small)} pairs are smaller than the {min_side}x{min_side} crop: "
-                + ", ".join(small[:5])
-                + " (lower --crop or remove them)"
-            )
+        _check_sizes(mismatched, small, min_side)
 
     def __len__(self) -> int:
         return len(self.pairs)
