@@ -24,7 +24,7 @@ def pairs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_shipped_recipes_load_and_validate() -> None:
     names = {r.name for r in list_recipes()}
-    assert {"cpu-ivf", "gpu-ivf"} <= names
+    assert {"cpu-ivf", "cpu-mif", "gpu-ivf"} <= names
     for name in names:
         cfg = config_from_recipe(name)
         assert cfg.recipe == name
@@ -102,3 +102,57 @@ def _log(run: Path) -> list[dict]:
     import json
 
     return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_several_folder_pairs_train_together(tmp_path: Path) -> None:
+    from emmafuse.train.data import collect_pairs
+
+    a = write_synthetic_pairs(tmp_path / "setA", n=3, h=48, w=48)
+    b = write_synthetic_pairs(tmp_path / "setB", n=4, h=48, w=48)  # same file names as setA
+    found = collect_pairs([a, b])
+    assert len(found) == 7 and len({p.stem for p in found}) == 7
+    assert {p.stem.split("/")[0] for p in found} == {"setA", "setB"}
+
+    listing = tmp_path / "pairs.txt"
+    listing.write_text(f"# two sets\n{a[0]}\t{a[1]}\n\nsetB/ir setB/vi\n")
+    cfg = tiny_config(*a, tmp_path / "run")
+    cfg.data.ir_dir = cfg.data.vis_dir = ""
+    cfg.data.pairs_file = str(listing)
+    assert cfg.data.folder_pairs() == [(str(a[0]), str(a[1])), (str(tmp_path / "setB/ir"), str(tmp_path / "setB/vi"))]
+
+
+def test_cli_takes_repeated_ir_vis_and_refuses_unequal_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write_synthetic_pairs(tmp_path / "setA", n=3, h=48, w=48)
+    b = write_synthetic_pairs(tmp_path / "setB", n=3, h=48, w=48)
+    code = train_main(["all", "--ir", str(a[0]), "--vis", str(a[1]), "--ir", str(b[0]), "--out", str(tmp_path / "r")])
+    assert code == 2 and "--ir given 2 time(s) but --vis 1" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+    code = train_main([
+        "sensing", "--ir", str(a[0]), "--vis", str(a[1]), "--ir", str(b[0]), "--vis", str(b[1]),
+        "--out", str(tmp_path / "r"), "--crop", "32", "--val-pairs", "2", "--workers", "0", "--sensing-steps", "1",
+        "--sensing-batch", "2", "--sensing-base", "4", "--no-progress", "--pseudo-gt", "laplacian",
+        "--set", "data.val_crop=32", "--set", "data.cache_dir=none",
+    ])
+    assert code == 0, capsys.readouterr().err
+    import json
+
+    data = json.loads((tmp_path / "r" / "data.json").read_text())
+    assert data["train_pairs"] + data["val_pairs"] == 6
+    assert 0 < data["patch_filter"]["crops_kept"] <= 1
+
+
+def test_filter_stats_count_black_crops(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from emmafuse.train.data import PatchDataset
+
+    for sub in ("ir", "vi"):
+        (tmp_path / sub).mkdir()
+        img = np.zeros((64, 64), np.uint8)
+        img[:32, :32] = np.random.default_rng(0).integers(50, 250, (32, 32))  # a quarter has content
+        Image.fromarray(img).save(tmp_path / sub / "a.png")
+    store = PairStore(find_pairs(tmp_path / "ir", tmp_path / "vi"))
+    stats = PatchDataset(store, 16, 0).filter_stats(200)
+    assert 0.1 < stats["crops_kept"] < 0.6  # most candidate crops are black
+    assert stats["samples_low_contrast"] < 0.2  # ... but retries still find content

@@ -18,8 +18,7 @@ __all__ = ["add_train_command", "build_parser", "main"]
 
 # flag -> (config path, type, help)
 _FLAGS: dict[str, tuple[str, Any, str]] = {
-    "--ir": ("data.ir_dir", str, "folder of infrared (or CT/PET/SPECT) images"),
-    "--vis": ("data.vis_dir", str, "folder of visible (or MRI) images, paired by file name"),
+    "--pairs-file": ("data.pairs_file", str, "text file of folder pairs, one 'IR_DIR<tab>VIS_DIR' per line"),
     "--out": ("out_dir", str, "run folder (checkpoints, logs, exported weights); default runs/emma"),
     "--device": ("device", str, "auto (default), cpu, cuda, cuda:1, ..."),
     "--seed": ("seed", int, "random seed (default 0)"),
@@ -48,6 +47,10 @@ _SWITCHES: dict[str, tuple[str, bool, str]] = {
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ir", action="append", default=None, metavar="DIR",
+                   help="folder of infrared (or CT/PET/SPECT) images; repeat with --vis to train on several sets")
+    p.add_argument("--vis", action="append", default=None, metavar="DIR",
+                   help="folder of visible (or MRI) images, paired by file name with the --ir folder of the same position")
     for flag, (_, typ, help_) in _FLAGS.items():
         p.add_argument(flag, type=typ, default=None, help=help_)
     for flag, (_, _, help_) in _SWITCHES.items():
@@ -111,6 +114,12 @@ def _build_config(args: argparse.Namespace):  # -> TrainConfig
         cfg = TrainConfig.load(args.config)
     elif args.resume and saved.is_file():
         cfg = TrainConfig.load(saved)
+    if args.ir is not None or args.vis is not None:
+        irs, viss = args.ir or [], args.vis or []
+        if len(irs) != len(viss):
+            raise ConfigError(f"--ir given {len(irs)} time(s) but --vis {len(viss)}: give them in pairs")
+        cfg.data.ir_dir, cfg.data.vis_dir = irs[0], viss[0]
+        cfg.data.extra_ir_dirs, cfg.data.extra_vis_dirs = tuple(irs[1:]), tuple(viss[1:])
     for flag, (key, _, _) in _FLAGS.items():
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
@@ -128,8 +137,8 @@ def _build_config(args: argparse.Namespace):  # -> TrainConfig
             value = raw
         cfg.override(key.strip(), value)
     cfg.validate()
-    if not cfg.data.ir_dir or not cfg.data.vis_dir:
-        raise ConfigError("name the training pairs with --ir DIR --vis DIR (or in --config)")
+    if not cfg.data.folder_pairs() or any(not a or not b for a, b in cfg.data.folder_pairs()):
+        raise ConfigError("name the training pairs with --ir DIR --vis DIR (or --pairs-file, or in --config)")
     return cfg
 
 
@@ -144,9 +153,10 @@ def _check_before_run_folder(cfg: Any, export: Path | None) -> None:
     from emmafuse.train.data import check_training_data
 
     d = cfg.data
-    check_training_data(d.ir_dir, d.vis_dir, d.val_pairs, cfg.seed, d.crop)
+    folders = d.folder_pairs()
+    check_training_data(folders, d.val_pairs, cfg.seed, d.crop)
     try:
-        check_output_folder(cfg.out_dir, [d.ir_dir, d.vis_dir], what="run folder (--out)")
+        check_output_folder(cfg.out_dir, [f for pair in folders for f in pair], what="run folder (--out)")
         if export is not None:
             check_output_file(export, what="--export file")
     except OutputError as exc:

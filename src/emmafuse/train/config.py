@@ -39,6 +39,9 @@ class DataConfig:
 
     ir_dir: str = ""  #: first source folder (infrared; CT/PET/SPECT for medical pairs)
     vis_dir: str = ""  #: second source folder (visible; MRI for medical pairs)
+    extra_ir_dirs: tuple[str, ...] = ()  #: more folder pairs, trained on together with the first
+    extra_vis_dirs: tuple[str, ...] = ()  #: (same length as extra_ir_dirs)
+    pairs_file: str = ""  #: optional text file: one "IR_DIR<tab>VIS_DIR" folder pair per line
     crop: int = 128  #: square training patch side (official: 128); multiple of 16
     flips: bool = True  #: random horizontal/vertical flips of the pair
     low_contrast_filter: bool = True  #: official rule: reject patches with (p90-p10)/p90 < 0.1
@@ -47,6 +50,47 @@ class DataConfig:
     val_crop: int = 256  #: side of the fixed centre crop used for validation (multiple of 16)
     workers: int = 4  #: DataLoader worker processes (0: load in the main process); stage II needs ~1600 patches/s
     cache_dir: str = ""  #: pseudo-GT cache folder ("" = ~/.cache/emmafuse/pseudo_gt, "none" = no cache)
+
+
+    def folder_pairs(self) -> list[tuple[str, str]]:
+        """Every (ir folder, vis folder) pair to train on: the first, the extras, the pairs file's.
+
+        Raises:
+            ConfigError: unequal extra lists, or an unreadable or malformed pairs file.
+        """
+        if len(self.extra_ir_dirs) != len(self.extra_vis_dirs):
+            raise ConfigError(
+                f"{len(self.extra_ir_dirs)} extra ir folders but {len(self.extra_vis_dirs)} extra vis folders: "
+                "give --ir and --vis the same number of times"
+            )
+        found = [(self.ir_dir, self.vis_dir)] if (self.ir_dir or self.vis_dir) else []
+        found += list(zip(self.extra_ir_dirs, self.extra_vis_dirs))
+        if self.pairs_file:
+            found += read_pairs_file(self.pairs_file)
+        return found
+
+
+def read_pairs_file(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """Folder pairs from a text file: ``IR_DIR<tab>VIS_DIR`` per line (or two space-free fields).
+
+    Blank lines and lines starting with ``#`` are skipped; relative folders are relative to the
+    file's own folder.
+    """
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the pairs file {p}: {exc}") from None
+    out: list[tuple[str, str]] = []
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        fields = text.split("\t") if "\t" in text else text.split()
+        if len(fields) != 2:
+            raise ConfigError(f"{p}:{number}: expected 'IR_DIR<tab>VIS_DIR', got {line!r}")
+        out.append(tuple(str(p.parent / f.strip()) if not os.path.isabs(f.strip()) else f.strip() for f in fields))  # type: ignore[misc]
+    return out
 
 
 @dataclass

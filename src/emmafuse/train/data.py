@@ -38,6 +38,7 @@ __all__ = [
     "stems_fingerprint",
     "describe_pairs",
     "check_training_data",
+    "collect_pairs",
 ]
 
 # One suffix list and one pairing rule for fuse, eval and train (emmafuse.image_io).
@@ -99,6 +100,29 @@ def find_pairs(ir_dir: str | os.PathLike[str], vis_dir: str | os.PathLike[str]) 
     return [ImagePair(stem, a, b) for stem, a, b in found.pairs]
 
 
+def collect_pairs(folder_pairs: Sequence[tuple[str | os.PathLike[str], str | os.PathLike[str]]]) -> list[ImagePair]:
+    """The pairs of several (ir folder, vis folder) pairs, for training on a mix.
+
+    With one folder pair the stems are the file stems; with several each stem is prefixed by
+    its set's name (the folder above the ir folder, e.g. ``MRI_PET/2004``; the index where
+    those names repeat), so equal file names in different sets stay distinct pairs.
+
+    Raises:
+        DataError: no folder pair, or any problem :func:`find_pairs` reports.
+    """
+    if not folder_pairs:
+        raise DataError("no training folders given (--ir DIR --vis DIR)")
+    if len(folder_pairs) == 1:
+        return find_pairs(*folder_pairs[0])
+    names = [Path(ir).resolve().parent.name or str(k) for k, (ir, _) in enumerate(folder_pairs)]
+    if len(set(names)) != len(names):
+        names = [f"{k}-{name}" for k, name in enumerate(names)]
+    out: list[ImagePair] = []
+    for name, (ir_dir, vis_dir) in zip(names, folder_pairs):
+        out += [ImagePair(f"{name}/{p.stem}", p.ir_path, p.vis_path) for p in find_pairs(ir_dir, vis_dir)]
+    return out
+
+
 def _check_sizes(mismatched: Sequence[str], small: Sequence[str], min_side: int) -> None:
     """Raise the size problems found in a set of pairs (shared by the early check and PairStore)."""
     if mismatched:
@@ -115,7 +139,8 @@ def _check_sizes(mismatched: Sequence[str], small: Sequence[str], min_side: int)
 
 
 def check_training_data(
-    ir_dir: str | os.PathLike[str], vis_dir: str | os.PathLike[str], val_pairs: int, seed: int, min_side: int
+    folder_pairs: Sequence[tuple[str | os.PathLike[str], str | os.PathLike[str]]], val_pairs: int, seed: int,
+    min_side: int,
 ) -> list[ImagePair]:
     """Everything about the data that can be checked cheaply, before a run folder is created.
 
@@ -129,7 +154,7 @@ def check_training_data(
     """
     from PIL import Image, UnidentifiedImageError
 
-    pairs = find_pairs(ir_dir, vis_dir)
+    pairs = collect_pairs(folder_pairs)
     train, _ = split_pairs(pairs, val_pairs, seed)
     training = {p.stem for p in train}
     mismatched, small = [], []
@@ -290,19 +315,39 @@ class PatchDataset(Dataset):
         epoch, pos = divmod(k, n)
         return int(np.random.default_rng([self.seed, self.stage, 1, epoch]).permutation(n)[pos])
 
-    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
-        idx = self.pair_index(k)
-        rng = np.random.default_rng([self.seed, self.stage, 2, k])
+    def _crop(self, idx: int, rng: np.random.Generator) -> tuple[int, int, np.ndarray, np.ndarray, int]:
+        """A crop position and its patches; the last value is the number of tries (0: none passed)."""
         a, b = self.store.ir[idx], self.store.vis[idx]
         h, w = a.shape
         c = self.crop
-        for _ in range(self.max_tries):
+        for attempt in range(1, self.max_tries + 1):
             y = int(rng.integers(0, h - c + 1))
             x = int(rng.integers(0, w - c + 1))
             pa = a[y : y + c, x : x + c].astype(np.float32)
             pb = b[y : y + c, x : x + c].astype(np.float32)
             if not self.low_contrast_filter or not (is_low_contrast(pa) or is_low_contrast(pb)):
-                break
+                return y, x, pa, pb, attempt
+        return y, x, pa, pb, 0  # every try was low-contrast: keep the last one (official behaviour)
+
+    def filter_stats(self, n: int = 512) -> dict[str, float]:
+        """How the low-contrast filter treats this data, from the first ``n`` samples.
+
+        ``crops_kept``: fraction of candidate crops that passed; ``samples_low_contrast``:
+        fraction of samples that fell back to a low-contrast crop after ``max_tries``.
+        """
+        tries = fallbacks = 0
+        for k in range(n):
+            rng = np.random.default_rng([self.seed, self.stage, 2, k])
+            *_, used = self._crop(self.pair_index(k), rng)
+            tries += used or self.max_tries
+            fallbacks += used == 0
+        return {"crops_kept": (n - fallbacks) / tries if tries else 1.0, "samples_low_contrast": fallbacks / n}
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        idx = self.pair_index(k)
+        rng = np.random.default_rng([self.seed, self.stage, 2, k])
+        y, x, pa, pb, _ = self._crop(idx, rng)
+        c = self.crop
         out = {"ir": pa, "vis": pb}
         if self.with_fused:
             name = self.sources[int(rng.integers(len(self.sources)))]

@@ -70,7 +70,11 @@ def export_run(run_dir: str | os.PathLike[str], path: str | os.PathLike[str] | N
     data = json.loads(data_file.read_text(encoding="utf-8")) if data_file.is_file() else {}
     meta = {
         "train_config": cfg,
-        "data": {"ir_dir": cfg["data"]["ir_dir"], "vis_dir": cfg["data"]["vis_dir"], **data},
+        "data": {
+            "ir_dir": cfg["data"]["ir_dir"], "vis_dir": cfg["data"]["vis_dir"],
+            "extra_ir_dirs": cfg["data"].get("extra_ir_dirs", []), "extra_vis_dirs": cfg["data"].get("extra_vis_dirs", []),
+            "pairs_file": cfg["data"].get("pairs_file", ""), **data,
+        },
         "steps": steps,
         "pseudo_gt": cfg["sensing"]["pseudo_gt"],
         "init": cfg["fuser"]["init"],

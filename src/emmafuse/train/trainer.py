@@ -36,8 +36,8 @@ from emmafuse.train.config import ConfigError, TrainConfig
 from emmafuse.train.data import (
     PairStore,
     PatchDataset,
+    collect_pairs,
     describe_pairs,
-    find_pairs,
     make_loader,
     split_pairs,
     validation_crops,
@@ -134,21 +134,27 @@ class Trainer:
         self._prepare_run_folder(overwrite)
 
         d = config.data
-        pairs = find_pairs(d.ir_dir, d.vis_dir)
+        pairs = collect_pairs(d.folder_pairs())
         self.train_pairs, self.val_pairs = split_pairs(pairs, d.val_pairs, config.seed)
         self.train_store = PairStore(self.train_pairs, min_side=d.crop)
         self.val_store = PairStore(self.val_pairs) if self.val_pairs else None
         self._pseudo_ready = False
         self._bootstrap: UFuser | None = None
         self._warm: UFuser | None = None
+        # black backgrounds (medical slices) make many crops low-contrast: say how many survive
+        self.filter_stats = self._dataset("fuser", with_fused=False).filter_stats() if d.low_contrast_filter else {}
         if self.ctx.is_main:
-            (self.out / "data.json").write_text(
-                json.dumps(describe_pairs(self.train_pairs, self.val_pairs), indent=2) + "\n", encoding="utf-8"
-            )
+            described = {**describe_pairs(self.train_pairs, self.val_pairs), "patch_filter": self.filter_stats}
+            (self.out / "data.json").write_text(json.dumps(described, indent=2) + "\n", encoding="utf-8")
         self.log(
             f"{len(self.train_pairs)} training pairs, {len(self.val_pairs)} held out for validation; "
             f"device {self.device}, {self.ctx.world} process(es)"
         )
+        if self.filter_stats:
+            self.log(
+                f"low-contrast patch filter: {self.filter_stats['crops_kept']:.0%} of candidate crops kept, "
+                f"{self.filter_stats['samples_low_contrast']:.1%} of samples fall back to a low-contrast crop"
+            )
 
     # ------------------------------------------------------------------ plumbing
     def log(self, message: str) -> None:
