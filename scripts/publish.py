@@ -9,7 +9,7 @@ the weights file (``--file``, default: the copy embedded in the package) must ma
 manifest's sha256 and size exactly, so the Hub serves the very bytes the package verifies.
 
 The folder holds the weights (under the manifest's ``filename``), ``config.json`` and a model
-card ``README.md`` rendered from ``docs/model_card.md`` (Hub YAML front-matter: license, tags,
+card ``README.md`` rendered from ``docs/hub_model_card_template.md`` (Hub YAML front-matter: license, tags,
 library_name). ``--push`` calls ``HfApi.create_repo(exist_ok=True)`` and ``upload_folder``
 (needs a write token: ``hf auth login`` or ``HF_TOKEN``); ``--update-manifest`` then records
 the resulting commit hash as the model's ``revision`` and marks it ``published``.
@@ -33,7 +33,7 @@ if str(ROOT / "src") not in sys.path:  # runnable from a checkout without instal
 
 DEFAULT_MANIFEST = ROOT / "weights_manifest.json"
 DEFAULT_WEIGHTS_DIR = ROOT / "src" / "emmafuse" / "weights"
-CARD_TEMPLATE = ROOT / "docs" / "model_card.md"
+CARD_TEMPLATE = ROOT / "docs" / "hub_model_card_template.md"
 NOT_MEASURED = "not yet measured"
 METRICS = ("EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM")
 _TABLE = re.compile(r"<!-- evaluation-table:start -->.*?<!-- evaluation-table:end -->", re.S)
