@@ -65,7 +65,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", default=str(DEFAULT_MANIFEST), help="manifest to update (default: the repository's)")
     p.add_argument("--weights-dir", default=str(DEFAULT_WEIGHTS_DIR), help="package weights folder (for --embed)")
     p.add_argument("--dry-run", action="store_true", help="validate and print the new entry; write nothing")
+    p.add_argument("--check-pair", nargs=2, action="append", default=[], metavar=("IR", "VIS"),
+                   help="with --fp16: also compare float16 and float32 outputs on this image pair (repeatable)")
     return p
+
+
+def _fp16_output_drift(full: Path, half: Path, pairs: list[list[str]]) -> float:
+    """Largest |fused(float16-stored) - fused(float32)| in 8-bit gray levels (float32 compute).
+
+    On the built-in synthetic scene and on the ``--check-pair`` images: float16 *storage* is
+    only acceptable if the outputs stay within one gray level.
+    """
+    import numpy as np
+    from PIL import Image
+
+    import emmafuse
+    from emmafuse.samples import synthetic_pair
+
+    images = [synthetic_pair(480, 640, seed=s) for s in (0, 1)]
+    images += [(np.asarray(Image.open(a)), np.asarray(Image.open(b))) for a, b in pairs]
+    f32, f16 = emmafuse.load(str(full), device="cpu"), emmafuse.load(str(half), device="cpu")
+    worst = 0.0
+    for ir, vis in images:
+        # float inputs give float outputs: the drift is measured before any rounding
+        ir_f, vis_f = (np.asarray(x, np.float32) / (65535.0 if x.dtype == np.uint16 else 255.0) for x in (ir, vis))
+        a = np.asarray(f32.fuse(ir_f, vis_f, output_range="clamp"), dtype=np.float64)
+        b = np.asarray(f16.fuse(ir_f, vis_f, output_range="clamp"), dtype=np.float64)
+        worst = max(worst, float(np.abs(a - b).max()) * 255.0)
+    return worst
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
             build_ufuser(half, config, source=str(registered))  # float16 overflow would show as Inf here
             err = max(float((half[k] - state[k]).abs().max()) for k in state if state[k].is_floating_point())
             print(f"float16 copy: largest absolute weight change {err:.3g}")
+            drift = _fp16_output_drift(src, registered, args.check_pair)
+            print(f"float16 copy: largest output change {drift:.3f} gray levels (limit 1)")
+            if drift > 1.0:
+                print("register_weights: float16 storage moves outputs by more than 1/255; embed float32", file=sys.stderr)
+                return 2
         elif registered.resolve() != src.resolve():
             from emmafuse.checkpoint import atomic_write
 
