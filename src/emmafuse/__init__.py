@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from emmafuse.checkpoint import WeightsError
+from emmafuse._version import __version__
+from emmafuse.errors import NoPretrainedWeightsError, WeightsError
 from emmafuse.fuser import Fuser
-from emmafuse.weights import ModelEntry, NoPretrainedWeightsError, list_models
+from emmafuse.weights import ModelEntry, list_models
 
 __all__ = ["load", "Fuser", "list_models", "ModelEntry", "WeightsError", "NoPretrainedWeightsError", "__version__"]
-__version__ = "0.1.0"
 
 
 def load(

@@ -28,7 +28,8 @@ from typing import Any
 
 import torch
 
-from emmafuse.checkpoint import WeightsError, atomic_write, build_ufuser, save_ufuser
+from emmafuse.checkpoint import build_ufuser, save_ufuser, write_safetensors
+from emmafuse.errors import WeightsError
 
 __all__ = ["SENSING_FORMAT_TAG", "KINDS", "convert_checkpoint", "read_torch_checkpoint", "add_convert_command"]
 
@@ -110,7 +111,7 @@ def _infer_ufuser_config(state: Mapping[str, torch.Tensor]) -> Any:
 
 
 def _source_metadata(src: Path) -> dict[str, str]:
-    from emmafuse import __version__
+    from emmafuse._version import __version__
     from emmafuse.weights import file_sha256
 
     return {
@@ -156,20 +157,9 @@ def convert_checkpoint(
         build_ufuser(state, config, source=str(src_path))  # strict keys/shapes + finite values
         return save_ufuser(state, dst_path, config, metadata=meta, dtype=dtype)
 
-    import json
-
-    from safetensors.torch import save_file
-
-    tensors = {}
-    for key, value in state.items():
-        t = value.detach().cpu()
-        if dtype is not None and t.is_floating_point():
-            t = t.to(dtype)
-        tensors[key] = t.contiguous().clone()  # clone: safetensors refuses shared storage
-    text_meta = {"format": SENSING_FORMAT_TAG, "architecture": "UNet5"}
-    for key, value in meta.items():
-        text_meta[str(key)] = value if isinstance(value, str) else json.dumps(value)
-    return atomic_write(dst_path, lambda tmp: save_file(tensors, tmp, metadata=text_meta))
+    sensing_meta: dict[str, object] = {"format": SENSING_FORMAT_TAG, "architecture": "UNet5"}
+    sensing_meta.update({str(key): value for key, value in meta.items()})
+    return write_safetensors(dst_path, state, sensing_meta, dtype)
 
 
 # --------------------------------------------------------------------------- CLI

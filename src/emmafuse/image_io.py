@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emmafuse.checkpoint import atomic_write
+from emmafuse._fs import atomic_write
 
 __all__ = [
     "read_image",

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emmafuse.checkpoint import WeightsError
+from emmafuse.errors import ChecksumMismatchError, NoPretrainedWeightsError, WeightsError
 
 __all__ = [
     "ChecksumMismatchError",
@@ -57,14 +57,6 @@ EMBEDDED_DIR = Path(__file__).resolve().parent / "weights"
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _STATUSES = ("released", "unreleased")
-
-
-class NoPretrainedWeightsError(WeightsError):
-    """No weights were given and none are installed for the requested model."""
-
-
-class ChecksumMismatchError(WeightsError):
-    """A weights file's sha256 or size differs from the one recorded in the manifest."""
 
 
 # --------------------------------------------------------------------------- manifest
@@ -447,7 +439,7 @@ def _locate_released(
 
 def write_manifest(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
     """Write a manifest atomically to the file ``path`` points to (maintainer scripts; symlinks kept)."""
-    from emmafuse.checkpoint import atomic_write
+    from emmafuse._fs import atomic_write
 
     target = Path(os.path.realpath(path))
     mode = target.stat().st_mode & 0o777 if target.exists() else 0o644

@@ -197,7 +197,7 @@ class TrainConfig:
         return cfg
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        from emmafuse.checkpoint import atomic_write
+        from emmafuse._fs import atomic_write
 
         text = json.dumps(self.to_dict(), indent=2) + "\n"
         return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

@@ -310,7 +310,7 @@ def _read_cache(path: Path, store: PairStore) -> list[np.ndarray] | None:
 
 
 def _write_cache(path: Path, images: Sequence[np.ndarray]) -> None:
-    from emmafuse.checkpoint import atomic_write
+    from emmafuse._fs import atomic_write
 
     arrays = {f"a{i}": np.asarray(img, dtype=np.float16) for i, img in enumerate(images)}
 
