@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from emmafuse.checkpoint import WeightsError, build_ufuser, load_ufuser_file, save_ufuser
-    from emmafuse.weights import file_sha256, validate_manifest
+    from emmafuse.release import validate_manifest, write_manifest
+    from emmafuse.weights import file_sha256
 
     args = build_parser().parse_args(argv)
     src = Path(args.file)
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             err = max(float((half[k] - state[k]).abs().max()) for k in state if state[k].is_floating_point())
             print(f"float16 copy: largest absolute weight change {err:.3g}")
         elif registered.resolve() != src.resolve():
-            from emmafuse.checkpoint import atomic_write
+            from emmafuse._fs import atomic_write
 
             atomic_write(registered, lambda tmp: shutil.copyfile(src, tmp))
 
@@ -168,8 +169,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print("dry run: nothing written")
         return 0
-    from emmafuse.weights import write_manifest
-
     written = write_manifest(args.manifest, manifest)
     print(f"updated {written}")
     if args.embed:

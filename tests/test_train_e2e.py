@@ -70,7 +70,7 @@ def test_export_loads_back_with_metadata(finished_run: Trainer, pairs: tuple[Pat
         return
     if not hasattr(emmafuse, "load"):
         pytest.skip("emmafuse.load not available yet")
-    fuser = emmafuse.load(weights=path, device="cpu")
+    fuser = emmafuse.load(path, device="cpu")
     x = torch.rand(1, 1, 32, 32)
     with torch.no_grad():
         expected = model(x, x)

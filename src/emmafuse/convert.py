@@ -2,8 +2,10 @@
 
 - ``kind="ufuser"``: the released fusion network (``EMMA.pth``), a plain ``state_dict``
   (``module.``-prefixed keys and ``{"state_dict": ...}`` / ``{"model": ...}`` wrappers are
-  accepted). It is validated strictly against :class:`~emmafuse.models.UFuser` (architecture
-  inferred from the tensor shapes) and written in emmafuse's weights format.
+  accepted). Its architecture is read from the tensor shapes
+  (:meth:`~emmafuse.models.UFuserConfig.from_state_dict`; a state dict it cannot place is
+  refused), it is validated strictly against :class:`~emmafuse.models.UFuser` and written in
+  emmafuse's weights format.
 - ``kind="sensing"``: the official UNet5 sensing networks (``Ai.pth``, ``Av.pth``) used to
   train the U-Fuser; any tensor ``state_dict`` (BatchNorm buffers included) is copied with the
   format tag ``"emmafuse.sensing"``.
@@ -30,6 +32,7 @@ import torch
 
 from emmafuse.checkpoint import build_ufuser, save_ufuser, write_safetensors
 from emmafuse.errors import WeightsError
+from emmafuse.models import UFuserConfig
 
 __all__ = ["SENSING_FORMAT_TAG", "KINDS", "convert_checkpoint", "read_torch_checkpoint", "add_convert_command"]
 
@@ -97,19 +100,6 @@ def read_torch_checkpoint(src: str | os.PathLike[str]) -> dict[str, torch.Tensor
     return state
 
 
-def _infer_ufuser_config(state: Mapping[str, torch.Tensor]) -> Any:
-    """The U-Fuser architecture implied by the tensor shapes (default config when unclear)."""
-    from emmafuse.models import UFuserConfig
-
-    try:
-        channels = tuple(int(state[f"V_en_{i}.embed.weight"].shape[0]) for i in range(1, 5))
-        in_channels = int(state["V_en_1.embed.weight"].shape[1])
-        num_heads = int(state["V_en_1.GlobalFeature.attn.scale"].shape[0])
-        return UFuserConfig(channels=channels, num_heads=num_heads, in_channels=in_channels)  # type: ignore[arg-type]
-    except (KeyError, IndexError, ValueError, TypeError):
-        return UFuserConfig()
-
-
 def _source_metadata(src: Path) -> dict[str, str]:
     from emmafuse._version import __version__
     from emmafuse.weights import file_sha256
@@ -153,7 +143,10 @@ def convert_checkpoint(
     meta: dict[str, object] = {**_source_metadata(src_path), **dict(metadata or {})}
 
     if kind == "ufuser":
-        config = _infer_ufuser_config(state)
+        try:
+            config = UFuserConfig.from_state_dict(state)
+        except ValueError as exc:
+            raise WeightsError(f"{src_path}: {exc}; is it an EMMA U-Fuser checkpoint (EMMA.pth)?") from exc
         build_ufuser(state, config, source=str(src_path))  # strict keys/shapes + finite values
         return save_ufuser(state, dst_path, config, metadata=meta, dtype=dtype)
 

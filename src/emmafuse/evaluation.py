@@ -4,7 +4,7 @@ Three ways to get fused images (combinable; each becomes one row of the table):
 
 - ``--fused DIR``: a folder of fused images, paired with the sources by file stem;
 - ``--compare DIR1 DIR2 ...``: several methods' folders (row name = folder name), ranked;
-- ``--weights W.safetensors``: fuse the pairs with ``emmafuse.load(weights=W)`` first
+- ``--weights W.safetensors``: fuse the pairs with ``emmafuse.load(W)`` first
   (``output_range="minmax"``, the authors' protocol), then score.
 
 Protocol (printed with every table): every image is read the way the reference evaluator
@@ -210,7 +210,7 @@ def _load_fuser(weights: str, device: str | None) -> Any:
     if load is None:
         raise EvalError("--weights needs emmafuse.load(), which this build of emmafuse does not provide")
     try:
-        return load(weights=weights, device=device)
+        return load(weights, device=device)
     except (ValueError, OSError, RuntimeError) as exc:
         raise EvalError(f"cannot load weights {weights}: {exc}") from exc
 

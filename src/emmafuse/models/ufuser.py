@@ -34,6 +34,7 @@ runs); with gradients on, the network runs the release's computation unchanged:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -81,6 +82,37 @@ class UFuserConfig:
                 raise ValueError(f"U-Fuser config 'channels' needs 4 widths, got {list(channels)}")
             kwargs["channels"] = channels
         return cls(**kwargs)
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, torch.Tensor]) -> "UFuserConfig":
+        """The architecture a U-Fuser ``state_dict`` was made with, read from its tensor shapes.
+
+        The widths come from the four visible-encoder embeddings, the input channels from the
+        first one, the heads from the first attention's ``scale``. Whether every other tensor
+        fits is :func:`emmafuse.checkpoint.build_ufuser`'s check.
+
+        Raises:
+            ValueError: a tensor these are read from is missing or has an unexpected shape, or
+                the widths are not multiples of the heads (not a U-Fuser state dict).
+        """
+        def shape(key: str, ndim: int) -> tuple[int, ...]:
+            t = state.get(key)
+            if not isinstance(t, torch.Tensor):
+                raise ValueError(f"cannot tell the U-Fuser architecture: the state dict has no tensor '{key}'")
+            if t.ndim != ndim:
+                raise ValueError(
+                    f"cannot tell the U-Fuser architecture: '{key}' has shape {tuple(t.shape)}, expected {ndim} axes"
+                )
+            return tuple(int(s) for s in t.shape)
+
+        c1, c2, c3, c4 = (shape(f"V_en_{i}.embed.weight", 4)[0] for i in range(1, 5))
+        in_channels = shape("V_en_1.embed.weight", 4)[1]
+        num_heads = shape("V_en_1.GlobalFeature.attn.scale", 3)[0]
+        if num_heads < 1 or any(c % num_heads for c in (c1, c2, c3, c4)):
+            raise ValueError(
+                f"cannot tell the U-Fuser architecture: widths {(c1, c2, c3, c4)} are not multiples of {num_heads} heads"
+            )
+        return cls(channels=(c1, c2, c3, c4), num_heads=num_heads, in_channels=in_channels)
 
 
 @dataclass

@@ -6,7 +6,7 @@ Run folder layout (``config.out_dir``)::
     log.jsonl                   one JSON record per log/validation event
     bootstrap/ warm_start/ sensing/ fuser/
                                 per stage: ckpt-NNNNNNN/ (resumable) and final/ (weights)
-    fuser.safetensors           the exported U-Fuser (``emmafuse.load(weights=...)``)
+    fuser.safetensors           the exported U-Fuser (``emmafuse.load(path)``)
 
 Every checkpoint holds models, optimiser, scheduler, step, the CPU/CUDA RNG states and
 each process's transform generator; the data pipeline is a pure function of
