@@ -10,7 +10,7 @@ import torch
 
 from emmafuse.checkpoint import build_ufuser, load_ufuser_file
 from emmafuse.train import RunFolderError, Trainer, TrainingHalted, ckpt_io
-from emmafuse.train.cli import main as train_main
+from emmafuse.cli.train import main as train_main
 from emmafuse.train.synthetic import tiny_config, write_synthetic_pairs
 
 

@@ -367,7 +367,7 @@ def test_duplicate_stems_are_refused_like_fuse_and_eval(tmp_path: Path, pairs_di
 def test_failed_train_all_leaves_no_run_folder(tmp_path: Path, pairs_dir: tuple[Path, Path], capsys, problem) -> None:
     """Issue 11 item 6: data and outputs are checked before config.json is written, so the
     corrected rerun is not refused as an existing run."""
-    from emmafuse.train.cli import main as train_main
+    from emmafuse.cli.train import main as train_main
 
     ir_dir, vis_dir = pairs_dir
     out = tmp_path / "run"

@@ -14,13 +14,12 @@ The checkpoint is read with ``torch.load(weights_only=True)``: files containing 
 tensors and plain containers are refused, never unpickled. The output is written atomically
 with the source file name and sha256 in its metadata.
 
-CLI: ``emmafuse convert EMMA.pth emma.safetensors`` and
-``emmafuse convert --kind sensing Ai.pth Ai.safetensors``.
+The command line (:mod:`emmafuse.cli.convert`): ``emmafuse convert EMMA.pth emma.safetensors``
+and ``emmafuse convert --kind sensing Ai.pth Ai.safetensors``.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import pickle
 import re
@@ -34,7 +33,7 @@ from emmafuse.checkpoint import build_ufuser, save_ufuser, write_safetensors
 from emmafuse.errors import WeightsError
 from emmafuse.models import UFuserConfig
 
-__all__ = ["SENSING_FORMAT_TAG", "KINDS", "convert_checkpoint", "read_torch_checkpoint", "add_convert_command"]
+__all__ = ["SENSING_FORMAT_TAG", "KINDS", "convert_checkpoint", "read_torch_checkpoint"]
 
 SENSING_FORMAT_TAG = "emmafuse.sensing"
 KINDS = ("ufuser", "sensing")
@@ -153,43 +152,3 @@ def convert_checkpoint(
     sensing_meta: dict[str, object] = {"format": SENSING_FORMAT_TAG, "architecture": "UNet5"}
     sensing_meta.update({str(key): value for key, value in meta.items()})
     return write_safetensors(dst_path, state, sensing_meta, dtype)
-
-
-# --------------------------------------------------------------------------- CLI
-def _cmd_convert(args: argparse.Namespace) -> int:
-    from emmafuse.cli import CliError
-
-    from emmafuse.outputs import check_output_file
-
-    dtype = torch.float16 if args.fp16 else None
-    dst = Path(args.dst) if args.dst is not None else Path(args.src).with_suffix(".safetensors")
-    try:
-        check_output_file(dst, [args.src])  # before reading the checkpoint
-        out = convert_checkpoint(args.src, dst, kind=args.kind, dtype=dtype)
-    except (WeightsError, ValueError) as exc:
-        raise CliError(str(exc)) from exc
-    except OSError as exc:  # the folder changed since the check
-        raise CliError(f"cannot write {dst}: {exc.strerror or exc}") from exc
-    from emmafuse.weights import file_sha256
-
-    print(f"wrote {out} ({out.stat().st_size} bytes, sha256 {file_sha256(out)})")
-    return 0
-
-
-def add_convert_command(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``emmafuse convert`` on an ``argparse`` sub-parsers object."""
-    p = subparsers.add_parser(
-        "convert",
-        help="convert an official EMMA .pth checkpoint to .safetensors",
-        description=(
-            "Convert the EMMA authors' PyTorch checkpoint (EMMA.pth, or with --kind sensing the UNet5 "
-            "Ai.pth / Av.pth) to a pickle-free .safetensors file. The checkpoint is read with "
-            "torch.load(weights_only=True) and validated before anything is written."
-        ),
-    )
-    p.add_argument("src", help="input .pth checkpoint")
-    p.add_argument("dst", nargs="?", help="output .safetensors file (default: SRC with suffix .safetensors)")
-    p.add_argument("--kind", choices=KINDS, default="ufuser", help="ufuser (EMMA.pth, default) or sensing (Ai/Av.pth)")
-    p.add_argument("--fp16", action="store_true", help="store floating tensors as float16 (half the size)")
-    p.set_defaults(func=_cmd_convert)
-    return p
