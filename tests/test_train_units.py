@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from emmafuse.image_io import read_luma as read_gray
 from emmafuse.train import ckpt_io
 from emmafuse.train.config import ConfigError, TrainConfig
 from emmafuse.train.data import (
@@ -19,7 +20,6 @@ from emmafuse.train.data import (
     find_pairs,
     is_low_contrast,
     make_loader,
-    read_gray,
     split_pairs,
 )
 from emmafuse.train.losses import conventional_fusion_loss, l1_gradient_loss, sobel_gradient

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from emmafuse.train.data import DataError, PairStore, list_images, read_gray
+from emmafuse.image_io import ImageReadError, read_luma
+from emmafuse.train.data import DataError, PairStore, list_images
 
 __all__ = [
     "PseudoGTSource",
@@ -214,7 +215,10 @@ class FolderPseudoGT(PseudoGTSource):
         path = self._index().get(stem)
         if path is None:
             raise DataError(f"pseudo-GT folder {self.folder} has no image for '{stem}'")
-        img = read_gray(path)
+        try:
+            img = read_luma(path)
+        except ImageReadError as exc:
+            raise DataError(str(exc)) from exc
         if img.shape != tuple(ir.shape[-2:]):
             raise DataError(f"pseudo-GT {path} is {img.shape[1]}x{img.shape[0]}, the pair is {ir.shape[-1]}x{ir.shape[-2]}")
         return torch.from_numpy(img)[None, None].to(ir.device)
