@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from emmafuse.image_io import ImageReadError, read_luma
+from emmafuse.models import UFuser
+from emmafuse.padding import crop, pad_to_network
 from emmafuse.train.data import DataError, PairStore, list_images
 
 __all__ = [
@@ -225,14 +227,18 @@ class FolderPseudoGT(PseudoGTSource):
 
 
 class FuserPseudoGT(PseudoGTSource):
-    """A U-Fuser (a weights file, or the bootstrap network) fuses the pairs."""
+    """A U-Fuser (a weights file, or the bootstrap network) fuses the pairs.
 
-    def __init__(self, model: torch.nn.Module, name: str = "fuser") -> None:
+    Images are padded to the network's size requirements exactly as :class:`emmafuse.Fuser`
+    pads them (:func:`emmafuse.padding.pad_to_network`), and cropped back.
+    """
+
+    def __init__(self, model: UFuser, name: str = "fuser") -> None:
         self.model = model
         self.name = name
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> "FuserPseudoGT":
+    def from_file(cls, path: str | os.PathLike[str]) -> FuserPseudoGT:
         from emmafuse.checkpoint import build_ufuser, load_ufuser_file
 
         state, config, _ = load_ufuser_file(path)
@@ -240,23 +246,18 @@ class FuserPseudoGT(PseudoGTSource):
 
     @torch.no_grad()
     def fuse(self, ir: torch.Tensor, vis: torch.Tensor, stem: str = "") -> torch.Tensor:
-        from emmafuse.models import SIZE_MULTIPLE
-
-        h, w = ir.shape[-2:]
-        ph, pw = (-h) % SIZE_MULTIPLE, (-w) % SIZE_MULTIPLE
+        req = self.model.size_requirements
         device = next(self.model.parameters()).device
-        a, b = ir.to(device).float(), vis.to(device).float()
-        if ph or pw:
-            a = F.pad(a, (0, pw, 0, ph), mode="reflect")
-            b = F.pad(b, (0, pw, 0, ph), mode="reflect")
+        a, pads = pad_to_network(ir.to(device).float(), req)
+        b, _ = pad_to_network(vis.to(device).float(), req)
         was_training = self.model.training
         self.model.eval()
-        out = self.model(a, b)[..., :h, :w].float()
+        out = crop(self.model(a, b), pads).float()
         self.model.train(was_training)
         return out.to(ir.device)
 
 
-def parse_sources(specs: Sequence[str], bootstrap: torch.nn.Module | None = None) -> list[PseudoGTSource]:
+def parse_sources(specs: Sequence[str], bootstrap: UFuser | None = None) -> list[PseudoGTSource]:
     """Turn spec strings (see module docstring) into sources."""
     sources: list[PseudoGTSource] = []
     for raw in specs:
