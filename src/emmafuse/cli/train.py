@@ -178,7 +178,8 @@ def _run(args: argparse.Namespace, action: Callable[[Trainer], object]) -> int:
     from emmafuse.train.ckpt_io import CheckpointError
     from emmafuse.train.config import ConfigError
     from emmafuse.train.data import DataError
-    from emmafuse.train.trainer import RunFolderError, Trainer
+    from emmafuse.train.run_folder import RunFolderError
+    from emmafuse.train.trainer import Trainer
 
     trainer = None
     try:
