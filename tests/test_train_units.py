@@ -24,7 +24,8 @@ from emmafuse.train.data import (
 )
 from emmafuse.train.losses import conventional_fusion_loss, l1_gradient_loss, sobel_gradient
 from emmafuse.train.pseudo_gt import GuidedFilterFusion, LaplacianPyramidFusion, fill_pseudo_gt, parse_sources
-from emmafuse.train.synthetic import synthetic_pair, write_synthetic_pairs
+from emmafuse.train.synthetic import blob_texture_pair as synthetic_pair
+from emmafuse.train.synthetic import write_synthetic_pairs
 from emmafuse.train.transforms import Transform, TransformGroup, apply_transforms, official_transforms
 
 
