@@ -13,6 +13,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -111,7 +112,7 @@ def run_bench(
     for h, w in sizes:
         ir = torch.rand(batch, 1, h, w, generator=gen)
         vis = torch.rand(batch, 1, h, w, generator=gen)
-        net = _median_seconds(lambda a=ir, b=vis: fuser.fuse_tensor(a, b), device, repeats, warmup) / batch
+        net = _median_seconds(partial(fuser.fuse_tensor, ir, vis), device, repeats, warmup) / batch
         row: dict[str, Any] = {"width": w, "height": h, "batch": batch, "ms_per_image": net * 1e3, "images_per_s": 1.0 / net}
         line = f"{f'{w}x{h}':>11} {batch:>5} {net * 1e3:>10.2f} {1.0 / net:>9.2f} {h * w / net / 1e6:>7.2f}"
         if end_to_end:
@@ -120,7 +121,7 @@ def run_bench(
             else:
                 ir8 = np.zeros((h, w), np.uint8)
                 vis8 = np.zeros((h, w, 3), np.uint8)
-            e2e = _median_seconds(lambda a=ir8, b=vis8: fuser.fuse(a, b, tile=tile), device, repeats, warmup)
+            e2e = _median_seconds(partial(fuser.fuse, ir8, vis8, tile=tile), device, repeats, warmup)
             row["fuse_ms_per_image"] = e2e * 1e3
             line += f" {e2e * 1e3:>16.2f}"
         rows.append(row)

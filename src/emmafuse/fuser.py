@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union, overload
 
+import numpy as np
 import torch
 
-from emmafuse.inputs import is_batch, split_batch
+from emmafuse.inputs import ImageLike, is_batch, split_batch
 from emmafuse.models import UFuser
 from emmafuse.padding import crop, pad_to_network
 from emmafuse.planes import Pair, finish, prepare_pair
@@ -33,7 +34,10 @@ from emmafuse.tiling import (
     plan_tiles,
 )
 
-__all__ = ["Fuser", "OutputRange", "PrecisionLike"]
+if TYPE_CHECKING:
+    import PIL.Image
+
+__all__ = ["Fuser", "ImageLike", "OutputRange", "PrecisionLike"]
 
 OutputRange = Literal["clamp", "minmax"]
 PrecisionLike = Union[str, torch.dtype]
@@ -225,16 +229,100 @@ class Fuser:
         return max(1, min(batch_size, memory_budget(self.device) // max(per_image, 1)))
 
     # ----------------------------------------------------------------- public API
+    @overload
     def fuse(
         self,
-        ir: Any,
-        vis: Any,
+        ir: ImageLike,
+        vis: np.ndarray,
+        *,
+        output_range: OutputRange = ...,
+        batch_size: int = ...,
+        tile: TileLike = ...,
+        tile_overlap: int = ...,
+    ) -> np.ndarray: ...
+
+    @overload
+    def fuse(
+        self,
+        ir: ImageLike,
+        vis: torch.Tensor,
+        *,
+        output_range: OutputRange = ...,
+        batch_size: int = ...,
+        tile: TileLike = ...,
+        tile_overlap: int = ...,
+    ) -> torch.Tensor: ...
+
+    @overload
+    def fuse(
+        self,
+        ir: ImageLike,
+        vis: PIL.Image.Image,
+        *,
+        output_range: OutputRange = ...,
+        batch_size: int = ...,
+        tile: TileLike = ...,
+        tile_overlap: int = ...,
+    ) -> PIL.Image.Image: ...
+
+    @overload
+    def fuse(
+        self,
+        ir: Sequence[ImageLike],
+        vis: Sequence[np.ndarray],
+        *,
+        output_range: OutputRange = ...,
+        batch_size: int = ...,
+        tile: TileLike = ...,
+        tile_overlap: int = ...,
+    ) -> list[np.ndarray]: ...
+
+    @overload
+    def fuse(
+        self,
+        ir: Sequence[ImageLike],
+        vis: Sequence[torch.Tensor],
+        *,
+        output_range: OutputRange = ...,
+        batch_size: int = ...,
+        tile: TileLike = ...,
+        tile_overlap: int = ...,
+    ) -> list[torch.Tensor]: ...
+
+    @overload
+    def fuse(
+        self,
+        ir: Sequence[ImageLike],
+        vis: Sequence[PIL.Image.Image],
+        *,
+        output_range: OutputRange = ...,
+        batch_size: int = ...,
+        tile: TileLike = ...,
+        tile_overlap: int = ...,
+    ) -> list[PIL.Image.Image]: ...
+
+    @overload
+    def fuse(
+        self,
+        ir: Sequence[ImageLike],
+        vis: Sequence[ImageLike],
+        *,
+        output_range: OutputRange = ...,
+        batch_size: int = ...,
+        tile: TileLike = ...,
+        tile_overlap: int = ...,
+    ) -> list[ImageLike]: ...
+
+    def fuse(
+        self,
+        ir: ImageLike | Sequence[ImageLike],
+        vis: ImageLike | Sequence[ImageLike],
         *,
         output_range: OutputRange = "clamp",
         batch_size: int = 8,
         tile: TileLike = None,
         tile_overlap: int = DEFAULT_OVERLAP,
-    ) -> Any:
+    ) -> ImageLike | list[Any]:
         """Fuse an infrared (or CT/PET/SPECT) image with a visible (or MRI) image.
 
         Args:
@@ -329,8 +417,6 @@ class Fuser:
     def _stack_batch(outputs: Sequence[Any], like: Any) -> Any:
         if isinstance(like, torch.Tensor):
             return torch.stack([o if o.ndim == 3 else o.unsqueeze(0) for o in outputs])
-        import numpy as np
-
         return np.stack([o if o.ndim == 3 else o[..., None] for o in outputs])
 
     def _run_pairs(
@@ -345,7 +431,8 @@ class Fuser:
         results: list[torch.Tensor | None] = [None] * len(pairs)
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, p in enumerate(pairs):
-            by_size.setdefault(tuple(p.ir_y.shape[-2:]), []).append(i)
+            h, w = p.ir_y.shape[-2:]
+            by_size.setdefault((h, w), []).append(i)
         for (h, w), indices in by_size.items():
             plan = self.tile_plan(h, w, tile, tile_overlap)
             if plan is not None:

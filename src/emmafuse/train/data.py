@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -241,7 +242,7 @@ class PairStore:
         self.fused[name] = [np.asarray(img, dtype=np.float16) for img in images]
 
 
-class PatchDataset(Dataset):
+class PatchDataset(Dataset[dict[str, torch.Tensor]]):
     """Random square patches of the stored pairs; item ``k`` is deterministic in ``(seed, k)``.
 
     Items are dicts of ``(1, crop, crop)`` float32 tensors: ``ir``, ``vis`` and, when
@@ -364,7 +365,7 @@ def make_loader(
     world: int = 1,
     workers: int = 0,
     pin_memory: bool = False,
-) -> DataLoader:
+) -> DataLoader[dict[str, torch.Tensor]]:
     """A DataLoader whose i-th batch is step ``start + i``."""
     return DataLoader(
         dataset,
@@ -378,13 +379,13 @@ def make_loader(
     )
 
 
-def validation_crops(store: PairStore, size: int) -> list[dict[str, torch.Tensor]]:
+def validation_crops(store: PairStore, size: int) -> list[dict[str, Any]]:
     """Fixed centre crops (side ``size``, or the largest multiple of 16 that fits).
 
     Returns one dict per pair with ``(1, 1, h, w)`` tensors ``ir``, ``vis`` and
     ``fused:<name>`` for each pseudo-GT source, plus ``stem``.
     """
-    out: list[dict[str, torch.Tensor]] = []
+    out: list[dict[str, Any]] = []
     for i, pair in enumerate(store.pairs):
         h, w = store.ir[i].shape
         ch, cw = min(size, h // 16 * 16), min(size, w // 16 * 16)
@@ -395,10 +396,10 @@ def validation_crops(store: PairStore, size: int) -> list[dict[str, torch.Tensor
         def cut(arr: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(arr[y : y + ch, x : x + cw].astype(np.float32))[None, None]
 
-        item: dict[str, torch.Tensor] = {"ir": cut(store.ir[i]), "vis": cut(store.vis[i])}
+        item: dict[str, Any] = {"ir": cut(store.ir[i]), "vis": cut(store.vis[i])}
         for name, images in store.fused.items():
             item[f"fused:{name}"] = cut(images[i])
-        item["stem"] = pair.stem  # type: ignore[assignment]
+        item["stem"] = pair.stem
         out.append(item)
     return out
 

@@ -25,7 +25,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError("device 'cuda' requested but CUDA is not available")
-        if device.index is None:
+        index: int | None = device.index  # None for a plain "cuda" (torch's stubs say int)
+        if index is None:
             device = torch.device("cuda", local_rank)
     return device
 

@@ -24,8 +24,9 @@ import math
 import os
 import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -317,7 +318,8 @@ def _read_cache(path: Path, store: PairStore) -> list[np.ndarray] | None:
 def _write_cache(path: Path, images: Sequence[np.ndarray]) -> None:
     from emmafuse._fs import atomic_write
 
-    arrays = {f"a{i}": np.asarray(img, dtype=np.float16) for i, img in enumerate(images)}
+    # Any: numpy's stub would match the **arrays against savez's allow_pickle flag
+    arrays: dict[str, Any] = {f"a{i}": np.asarray(img, dtype=np.float16) for i, img in enumerate(images)}
 
     def save(tmp: str) -> None:
         with open(tmp, "wb") as fh:
@@ -354,7 +356,7 @@ def fill_pseudo_gt(
             how[source.name] = "cache"
             continue
         results: list[np.ndarray] = []
-        items = range(len(store))
+        items: Iterable[int] = range(len(store))
         if progress:
             from tqdm import tqdm
 

@@ -10,9 +10,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from emmafuse.samples import smooth_noise
+
+if TYPE_CHECKING:
+    from emmafuse.train.config import TrainConfig
 
 __all__ = ["blob_texture_pair", "write_synthetic_pairs", "tiny_config"]
 
@@ -68,7 +73,9 @@ def write_synthetic_pairs(
     return ir_dir, vis_dir
 
 
-def tiny_config(ir_dir: str | os.PathLike[str], vis_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]):
+def tiny_config(
+    ir_dir: str | os.PathLike[str], vis_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]
+) -> TrainConfig:
     """A seconds-long CPU configuration (tiny widths, 32-pixel crops) for smoke tests.
 
     Returns a :class:`~emmafuse.train.config.TrainConfig`; learning rates are raised so a

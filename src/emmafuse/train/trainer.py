@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import nn
@@ -197,7 +197,8 @@ class Trainer:
         """``m`` on the training device (and in channels_last memory format when configured)."""
         m = m.to(self.device)
         if self.cfg.channels_last:
-            m = m.to(memory_format=torch.channels_last)
+            # torch's stubs for Module.to lack memory_format (the runtime takes it)
+            m = cast(M, cast(Any, m).to(memory_format=torch.channels_last))
         return m
 
     def _wrap(self, objective: nn.Module, sync_buffers: bool, static_graph: bool = False) -> nn.Module:
@@ -506,7 +507,7 @@ class Trainer:
             sources=sources,
         )
 
-    def _val_crops(self) -> list[dict[str, torch.Tensor]]:
+    def _val_crops(self) -> list[dict[str, Any]]:
         return validation_crops(self.val_store, self.cfg.data.val_crop) if self.val_store is not None else []
 
     def train_sensing(self, halt_after: int | None = None) -> tuple[SensingUNet, SensingUNet]:
@@ -595,8 +596,9 @@ class Trainer:
                 import torch.distributed as dist
 
                 for buf in (m.running_mean, m.running_var):
-                    dist.all_reduce(buf)
-                    buf /= self.ctx.world
+                    if buf is not None:  # always, with tracked statistics
+                        dist.all_reduce(buf)
+                        buf /= self.ctx.world
         for net in nets:
             net.eval()
 
@@ -611,6 +613,8 @@ class Trainer:
         """
         if sensing is None:
             sensing = self.run.final_dir("sensing")
+        a_i: nn.Module
+        a_v: nn.Module
         if isinstance(sensing, (str, Path)):
             a_i, a_v = load_sensing(sensing, self.device)
         else:
@@ -658,7 +662,7 @@ class Trainer:
         return fuser.eval()
 
     def _validate_fuser(
-        self, fuser: nn.Module, a_i: nn.Module | None, a_v: nn.Module | None, val: list[dict[str, torch.Tensor]]
+        self, fuser: nn.Module, a_i: nn.Module | None, a_v: nn.Module | None, val: list[dict[str, Any]]
     ) -> dict[str, float]:
         """EN, SD, AG, MI, VIF, Qabf and the grid ratio of the fused crops; with sensing nets also
         their L1s, the equivariance L1 for fixed transforms and the unweighted total."""
