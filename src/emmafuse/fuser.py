@@ -2,10 +2,11 @@
 
 ``Fuser.fuse(ir, vis)`` takes two registered images of the same size (numpy, PIL or torch),
 handles colour (YCbCr: the luminance is fused, the chroma of the colour input is kept; RGB
-images whose channels are equal count as gray, see :func:`emmafuse.color.is_gray_rgb`), pads
-any size to what the network needs, batches, runs on CPU or CUDA in the requested precision
-(tiling images that would not fit in memory, see :mod:`emmafuse.tiling`) and gives the result
-back in the container and dtype of the visible input.
+images whose channels are equal count as gray, see :mod:`emmafuse.planes`), pads any size to
+what the network needs (its :class:`~emmafuse.models.SizeRequirements`), batches, runs on CPU
+or CUDA in the requested precision (:mod:`emmafuse.runner`; tiling images that would not fit in
+memory, see :mod:`emmafuse.tiling`) and gives the result back in the container and dtype of the
+visible input. The Fuser orchestrates; each of those steps lives in its own module.
 """
 
 from __future__ import annotations
