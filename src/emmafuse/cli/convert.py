@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from emmafuse.cli._common import CliError
+from emmafuse.convert import KINDS
 
 __all__ = ["add_convert_command"]
-
-_KINDS = ("ufuser", "sensing")  # emmafuse.convert.KINDS (not imported here: it loads torch)
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -46,7 +45,7 @@ def add_convert_command(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("src", help="input .pth checkpoint")
     p.add_argument("dst", nargs="?", help="output .safetensors file (default: SRC with suffix .safetensors)")
-    p.add_argument("--kind", choices=_KINDS, default="ufuser", help="ufuser (EMMA.pth, default) or sensing (Ai/Av.pth)")
+    p.add_argument("--kind", choices=KINDS, default="ufuser", help="ufuser (EMMA.pth, default) or sensing (Ai/Av.pth)")
     p.add_argument("--fp16", action="store_true", help="store floating tensors as float16 (half the size)")
     p.set_defaults(func=_cmd_convert)
     return p
