@@ -28,8 +28,6 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def load_official(path: str):
     if not (Path(path) / "nets" / "Ufuser.py").is_file():
@@ -41,8 +39,7 @@ def load_official(path: str):
 
 
 def harsh_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from parity_weights import seeded_state_dict  # type: ignore[import-not-found]
+    from emmafuse.testing import seeded_state_dict
 
     return seeded_state_dict({k: tuple(v.shape) for k, v in model.state_dict().items()})
 

@@ -40,7 +40,8 @@ sys.path.insert(0, str(HERE.parent / "src"))
 
 from naive_metrics import NAMES, evaluate_naive  # noqa: E402
 
-from emmafuse.evaluation import index_folder, read_gray  # noqa: E402
+from emmafuse.evaluation import index_folder  # noqa: E402
+from emmafuse.evaluation import read_gray_reference as read_gray  # noqa: E402
 from emmafuse.metrics import evaluate  # noqa: E402
 
 RTOL = 1e-6

@@ -67,8 +67,7 @@ def _load_fuser(weights: str | None, random_kind: str | None, threads: int | Non
         return emmafuse.load(weights, device="cpu"), f"weights {weights}"
     model = UFuser()
     if random_kind == "harsh":
-        sys.path.insert(0, str(ROOT / "tests"))
-        from parity_weights import seeded_state_dict  # type: ignore[import-not-found]
+        from emmafuse.testing import seeded_state_dict
 
         model.load_state_dict(seeded_state_dict({k: tuple(v.shape) for k, v in model.state_dict().items()}))
         label = "random weights (harsh: parity-test seeded weights)"

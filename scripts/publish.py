@@ -110,8 +110,9 @@ def prepare_folder(
 ) -> Path:
     """Build the Hub folder for ``name`` in ``out``; returns ``out``."""
     from emmafuse import __version__
-    from emmafuse.checkpoint import FORMAT_TAG, WeightsError, build_ufuser, load_ufuser_file
-    from emmafuse.weights import ChecksumMismatchError, verify_file
+    from emmafuse.checkpoint import FORMAT_TAG, build_ufuser, load_ufuser_file
+    from emmafuse.errors import ChecksumMismatchError, WeightsError
+    from emmafuse.weights import verify_file
 
     manifest = json.loads(Path(manifest_path).read_text(encoding="utf-8"))
     entry = dict((manifest.get("models") or {}).get(name) or {})
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         entry["published"] = True
         if args.license:
             entry["license"] = args.license
-        from emmafuse.weights import write_manifest
+        from emmafuse.release import write_manifest
 
         written = write_manifest(args.manifest, manifest)
         print(f"updated {written}: revision {commit}, published")

@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from emmafuse.checkpoint import WeightsError, build_ufuser, load_ufuser_file, save_ufuser
-    from emmafuse.weights import file_sha256, validate_manifest
+    from emmafuse.release import validate_manifest, write_manifest
+    from emmafuse.weights import file_sha256
 
     args = build_parser().parse_args(argv)
     src = Path(args.file)
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("register_weights: float16 storage moves outputs by more than 1/255; embed float32", file=sys.stderr)
                 return 2
         elif registered.resolve() != src.resolve():
-            from emmafuse.checkpoint import atomic_write
+            from emmafuse._fs import atomic_write
 
             atomic_write(registered, lambda tmp: shutil.copyfile(src, tmp))
 
@@ -200,8 +201,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print("dry run: nothing written")
         return 0
-    from emmafuse.weights import write_manifest
-
     written = write_manifest(args.manifest, manifest)
     print(f"updated {written}")
     if args.embed:

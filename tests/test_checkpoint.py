@@ -111,5 +111,3 @@ def test_folder_or_empty_weights_path_is_named(tmp_path, monkeypatch, given):
     message = r"is a folder, not a \.safetensors file \(it holds w\.safetensors\)" if given else r"weights path is empty \(''\)"
     with pytest.raises(WeightsError, match=message):
         emmafuse.load(path, device="cpu")
-    with pytest.raises(WeightsError, match=message):
-        emmafuse.load(weights=path, device="cpu")

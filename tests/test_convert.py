@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from emmafuse.checkpoint import WeightsError, load_ufuser_file
-from emmafuse.convert import SENSING_FORMAT_TAG, add_convert_command, convert_checkpoint
+from emmafuse.cli.convert import add_convert_command
+from emmafuse.convert import SENSING_FORMAT_TAG, convert_checkpoint
 from emmafuse.models import UFuser, UFuserConfig
 
 

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emmafuse.evaluation import bgr_to_gray_like_cv2, main, rank_methods, read_gray
+from emmafuse.cli.eval import main
+from emmafuse.evaluation import bgr_to_gray_like_cv2, rank_methods
+from emmafuse.evaluation import read_gray_reference as read_gray
 from emmafuse.metrics import METRICS, evaluate
 
 SIZE = (48, 56)  # >= 41 so that VIF is defined

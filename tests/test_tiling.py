@@ -248,13 +248,11 @@ def test_tiled_fusion_bounds_peak_memory():
 def test_large_outputs_converted_in_strips_are_identical(kind):
     """Colour conversion and encoding of very large images run in row strips: same values."""
     from emmafuse.color import rgb_to_ycbcr
-    from emmafuse.fuser import (
-        _finish,
-        _finish_planes,
-        _Pair,
-        _row_strips,
-        _split_planes,
-    )
+    from emmafuse.planes import Pair as _Pair
+    from emmafuse.planes import finish as _finish
+    from emmafuse.planes import finish_planes as _finish_planes
+    from emmafuse.planes import row_strips as _row_strips
+    from emmafuse.planes import split_planes as _split_planes
     from emmafuse.inputs import decode_image, encode_image
 
     h, w = 2056, 2100  # above the strip threshold (4 MP)

@@ -10,7 +10,7 @@ import torch
 
 from emmafuse.checkpoint import build_ufuser, load_ufuser_file
 from emmafuse.train import RunFolderError, Trainer, TrainingHalted, ckpt_io
-from emmafuse.train.cli import main as train_main
+from emmafuse.cli.train import main as train_main
 from emmafuse.train.synthetic import tiny_config, write_synthetic_pairs
 
 
@@ -70,7 +70,7 @@ def test_export_loads_back_with_metadata(finished_run: Trainer, pairs: tuple[Pat
         return
     if not hasattr(emmafuse, "load"):
         pytest.skip("emmafuse.load not available yet")
-    fuser = emmafuse.load(weights=path, device="cpu")
+    fuser = emmafuse.load(path, device="cpu")
     x = torch.rand(1, 1, 32, 32)
     with torch.no_grad():
         expected = model(x, x)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from emmafuse.train import Trainer
-from emmafuse.train.cli import main as train_main
+from emmafuse.cli.train import main as train_main
 from emmafuse.train.config import ConfigError
 from emmafuse.train.data import PairStore, find_pairs
 from emmafuse.train.pseudo_gt import fill_pseudo_gt, parse_sources

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from emmafuse.image_io import read_luma as read_gray
 from emmafuse.train import ckpt_io
 from emmafuse.train.config import ConfigError, TrainConfig
 from emmafuse.train.data import (
@@ -19,12 +20,12 @@ from emmafuse.train.data import (
     find_pairs,
     is_low_contrast,
     make_loader,
-    read_gray,
     split_pairs,
 )
 from emmafuse.train.losses import conventional_fusion_loss, l1_gradient_loss, sobel_gradient
 from emmafuse.train.pseudo_gt import GuidedFilterFusion, LaplacianPyramidFusion, fill_pseudo_gt, parse_sources
-from emmafuse.train.synthetic import synthetic_pair, write_synthetic_pairs
+from emmafuse.train.synthetic import blob_texture_pair as synthetic_pair
+from emmafuse.train.synthetic import write_synthetic_pairs
 from emmafuse.train.transforms import Transform, TransformGroup, apply_transforms, official_transforms
 
 
@@ -367,7 +368,7 @@ def test_duplicate_stems_are_refused_like_fuse_and_eval(tmp_path: Path, pairs_di
 def test_failed_train_all_leaves_no_run_folder(tmp_path: Path, pairs_dir: tuple[Path, Path], capsys, problem) -> None:
     """Issue 11 item 6: data and outputs are checked before config.json is written, so the
     corrected rerun is not refused as an existing run."""
-    from emmafuse.train.cli import main as train_main
+    from emmafuse.cli.train import main as train_main
 
     ir_dir, vis_dir = pairs_dir
     out = tmp_path / "run"

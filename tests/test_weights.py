@@ -17,7 +17,7 @@ import torch
 from hub_server import manifest_entry, tiny_weights
 
 import emmafuse
-from emmafuse import hub, weights
+from emmafuse import hub, release, weights
 from emmafuse.checkpoint import WeightsError, load_ufuser_file
 from emmafuse.weights import ChecksumMismatchError, NoPretrainedWeightsError
 
@@ -78,7 +78,7 @@ def test_shipped_manifest_is_valid_and_packaged_copy_identical() -> None:
     top = REPO / "weights_manifest.json"
     packaged = REPO / "src" / "emmafuse" / "weights_manifest.json"
     data = json.loads(top.read_text())
-    assert weights.validate_manifest(data) == []
+    assert release.validate_manifest(data) == []
     # the package's manifest (a symlink in the checkout) must be the same content
     assert packaged.read_bytes() == top.read_bytes()
     for name in ("emma-ivf", "emma-mif"):
@@ -132,7 +132,7 @@ def test_validate_manifest_reports_problems() -> None:
             "c": {"status": "unreleased", "repo_id": "o/c", "filename": "c.safetensors", "embedded": "../c.bin"},
         },
     }
-    text = "\n".join(weights.validate_manifest(bad))
+    text = "\n".join(release.validate_manifest(bad))
     for needle in ("default 'missing'", "models.a.repo_id", "models.a.sha256", "models.a.size",
                    "embedded and/or published", "models.b.status", "models.b.config", "models.c.embedded"):
         assert needle in text
@@ -145,7 +145,7 @@ def test_explicit_path_loads_with_sha(tmp_path: Path, tiny_bytes: bytes) -> None
     fuser = emmafuse.load(path, device="cpu")
     assert fuser.info["source"] == "path"
     assert fuser.info["sha256"] == hashlib.sha256(tiny_bytes).hexdigest()
-    assert emmafuse.load(weights=str(path), device="cpu").info["path"] == str(path)
+    assert emmafuse.load(str(path), device="cpu").info["path"] == str(path)
 
 
 def test_missing_path_and_pickle_path(tmp_path: Path) -> None:
@@ -286,7 +286,7 @@ def test_register_weights_embeds_fp16_and_updates_manifest(
     assert register.main(argv) == 0
     assert link.is_symlink(), "the manifest symlink must survive the update"
     data = json.loads(real_manifest.read_text())
-    assert weights.validate_manifest(data) == []
+    assert release.validate_manifest(data) == []
     entry = data["models"]["emma-ivf"]
     stored = env.embedded_dir / "emma-ivf.safetensors"
     assert entry["embedded"] == "emma-ivf.safetensors" and data["default"] == "emma-ivf"

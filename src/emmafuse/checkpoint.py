@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
+from emmafuse._fs import atomic_write
+from emmafuse.errors import WeightsError
 from emmafuse.models import UFuser, UFuserConfig
 
 __all__ = [
@@ -29,35 +30,34 @@ __all__ = [
     "save_ufuser",
     "load_ufuser_file",
     "build_ufuser",
+    "write_safetensors",
     "atomic_write",
 ]
 
 FORMAT_TAG = "emmafuse.ufuser"
 
-# Read once at import (os.umask can only be read by setting it, which is not thread-safe).
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
+def write_safetensors(
+    path: str | os.PathLike[str],
+    tensors: Mapping[str, torch.Tensor],
+    metadata: Mapping[str, object],
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """The one writer of weights files (U-Fuser weights, converted sensing networks).
 
-class WeightsError(ValueError):
-    """A weights file is missing, corrupt, of the wrong format or fails its checksum."""
+    Tensors are copied to the CPU (floating ones cast to ``dtype`` when given) into storage of
+    their own; metadata values that are not strings are JSON-encoded. Written atomically.
+    """
+    from safetensors.torch import save_file
 
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` then rename the result to ``path`` (same folder, atomic)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        # mkstemp creates 0600; give the file the permissions a plain open() would
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    meta = {str(key): value if isinstance(value, str) else json.dumps(value) for key, value in metadata.items()}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in tensors.items():
+        t = value.detach().cpu()
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        out[key] = t.contiguous().clone()  # own storage: safetensors refuses shared tensors
+    return atomic_write(path, lambda tmp: save_file(out, tmp, metadata=meta))
 
 
 def save_ufuser(
@@ -76,19 +76,10 @@ def save_ufuser(
         metadata: extra string-able facts to record (non-strings are JSON-encoded).
         dtype: store floating tensors in this dtype (e.g. ``torch.float16`` to halve the size).
     """
-    from safetensors.torch import save_file
-
     config = config or UFuserConfig()
-    meta: dict[str, str] = {"format": FORMAT_TAG, "config": json.dumps(config.to_dict())}
-    for key, value in (metadata or {}).items():
-        meta[str(key)] = value if isinstance(value, str) else json.dumps(value)
-    tensors = {}
-    for key, value in state_dict.items():
-        t = value.detach().cpu()
-        if dtype is not None and t.is_floating_point():
-            t = t.to(dtype)
-        tensors[key] = t.contiguous()
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    meta: dict[str, object] = {"format": FORMAT_TAG, "config": json.dumps(config.to_dict())}
+    meta.update({str(key): value for key, value in (metadata or {}).items()})
+    return write_safetensors(path, state_dict, meta, dtype)
 
 
 def load_ufuser_file(

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["rgb_to_ycbcr", "ycbcr_to_rgb", "rgb_to_luma", "is_gray_rgb", "GRAY_TOLERANCE"]
+__all__ = ["rgb_to_ycbcr", "ycbcr_to_rgb", "rgb_to_luma", "is_gray_rgb", "GRAY_TOLERANCE", "BT601_WEIGHTS"]
 
-# BT.601 luma weights (the same as PIL's "L" conversion and OpenCV's BGR2GRAY).
-_KR, _KG, _KB = 0.299, 0.587, 0.114
+#: BT.601 luma weights of R, G, B (the same as PIL's "L" conversion and OpenCV's BGR2GRAY); the
+#: one copy in the package (numpy readers and the evaluator's cv2-exact conversion use it too).
+BT601_WEIGHTS = (0.299, 0.587, 0.114)
+_KR, _KG, _KB = BT601_WEIGHTS
 
 #: Largest channel difference (on the [0, 1] scale) of an RGB image that still counts as gray.
 #: One 16-bit step is 1.5e-5, so integer images must match exactly; floats may differ by rounding.

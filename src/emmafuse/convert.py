@@ -2,8 +2,10 @@
 
 - ``kind="ufuser"``: the released fusion network (``EMMA.pth``), a plain ``state_dict``
   (``module.``-prefixed keys and ``{"state_dict": ...}`` / ``{"model": ...}`` wrappers are
-  accepted). It is validated strictly against :class:`~emmafuse.models.UFuser` (architecture
-  inferred from the tensor shapes) and written in emmafuse's weights format.
+  accepted). Its architecture is read from the tensor shapes
+  (:meth:`~emmafuse.models.UFuserConfig.from_state_dict`; a state dict it cannot place is
+  refused), it is validated strictly against :class:`~emmafuse.models.UFuser` and written in
+  emmafuse's weights format.
 - ``kind="sensing"``: the official UNet5 sensing networks (``Ai.pth``, ``Av.pth``) used to
   train the U-Fuser; any tensor ``state_dict`` (BatchNorm buffers included) is copied with the
   format tag ``"emmafuse.sensing"``.
@@ -12,13 +14,12 @@ The checkpoint is read with ``torch.load(weights_only=True)``: files containing 
 tensors and plain containers are refused, never unpickled. The output is written atomically
 with the source file name and sha256 in its metadata.
 
-CLI: ``emmafuse convert EMMA.pth emma.safetensors`` and
-``emmafuse convert --kind sensing Ai.pth Ai.safetensors``.
+The command line (:mod:`emmafuse.cli.convert`): ``emmafuse convert EMMA.pth emma.safetensors``
+and ``emmafuse convert --kind sensing Ai.pth Ai.safetensors``.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import pickle
 import re
@@ -28,9 +29,11 @@ from typing import Any
 
 import torch
 
-from emmafuse.checkpoint import WeightsError, atomic_write, build_ufuser, save_ufuser
+from emmafuse.checkpoint import build_ufuser, save_ufuser, write_safetensors
+from emmafuse.errors import WeightsError
+from emmafuse.models import UFuserConfig
 
-__all__ = ["SENSING_FORMAT_TAG", "KINDS", "convert_checkpoint", "read_torch_checkpoint", "add_convert_command"]
+__all__ = ["SENSING_FORMAT_TAG", "KINDS", "convert_checkpoint", "read_torch_checkpoint"]
 
 SENSING_FORMAT_TAG = "emmafuse.sensing"
 KINDS = ("ufuser", "sensing")
@@ -96,21 +99,8 @@ def read_torch_checkpoint(src: str | os.PathLike[str]) -> dict[str, torch.Tensor
     return state
 
 
-def _infer_ufuser_config(state: Mapping[str, torch.Tensor]) -> Any:
-    """The U-Fuser architecture implied by the tensor shapes (default config when unclear)."""
-    from emmafuse.models import UFuserConfig
-
-    try:
-        channels = tuple(int(state[f"V_en_{i}.embed.weight"].shape[0]) for i in range(1, 5))
-        in_channels = int(state["V_en_1.embed.weight"].shape[1])
-        num_heads = int(state["V_en_1.GlobalFeature.attn.scale"].shape[0])
-        return UFuserConfig(channels=channels, num_heads=num_heads, in_channels=in_channels)  # type: ignore[arg-type]
-    except (KeyError, IndexError, ValueError, TypeError):
-        return UFuserConfig()
-
-
 def _source_metadata(src: Path) -> dict[str, str]:
-    from emmafuse import __version__
+    from emmafuse._version import __version__
     from emmafuse.weights import file_sha256
 
     return {
@@ -152,61 +142,13 @@ def convert_checkpoint(
     meta: dict[str, object] = {**_source_metadata(src_path), **dict(metadata or {})}
 
     if kind == "ufuser":
-        config = _infer_ufuser_config(state)
+        try:
+            config = UFuserConfig.from_state_dict(state)
+        except ValueError as exc:
+            raise WeightsError(f"{src_path}: {exc}; is it an EMMA U-Fuser checkpoint (EMMA.pth)?") from exc
         build_ufuser(state, config, source=str(src_path))  # strict keys/shapes + finite values
         return save_ufuser(state, dst_path, config, metadata=meta, dtype=dtype)
 
-    import json
-
-    from safetensors.torch import save_file
-
-    tensors = {}
-    for key, value in state.items():
-        t = value.detach().cpu()
-        if dtype is not None and t.is_floating_point():
-            t = t.to(dtype)
-        tensors[key] = t.contiguous().clone()  # clone: safetensors refuses shared storage
-    text_meta = {"format": SENSING_FORMAT_TAG, "architecture": "UNet5"}
-    for key, value in meta.items():
-        text_meta[str(key)] = value if isinstance(value, str) else json.dumps(value)
-    return atomic_write(dst_path, lambda tmp: save_file(tensors, tmp, metadata=text_meta))
-
-
-# --------------------------------------------------------------------------- CLI
-def _cmd_convert(args: argparse.Namespace) -> int:
-    from emmafuse.cli import CliError
-
-    from emmafuse.outputs import check_output_file
-
-    dtype = torch.float16 if args.fp16 else None
-    dst = Path(args.dst) if args.dst is not None else Path(args.src).with_suffix(".safetensors")
-    try:
-        check_output_file(dst, [args.src])  # before reading the checkpoint
-        out = convert_checkpoint(args.src, dst, kind=args.kind, dtype=dtype)
-    except (WeightsError, ValueError) as exc:
-        raise CliError(str(exc)) from exc
-    except OSError as exc:  # the folder changed since the check
-        raise CliError(f"cannot write {dst}: {exc.strerror or exc}") from exc
-    from emmafuse.weights import file_sha256
-
-    print(f"wrote {out} ({out.stat().st_size} bytes, sha256 {file_sha256(out)})")
-    return 0
-
-
-def add_convert_command(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``emmafuse convert`` on an ``argparse`` sub-parsers object."""
-    p = subparsers.add_parser(
-        "convert",
-        help="convert an official EMMA .pth checkpoint to .safetensors",
-        description=(
-            "Convert the EMMA authors' PyTorch checkpoint (EMMA.pth, or with --kind sensing the UNet5 "
-            "Ai.pth / Av.pth) to a pickle-free .safetensors file. The checkpoint is read with "
-            "torch.load(weights_only=True) and validated before anything is written."
-        ),
-    )
-    p.add_argument("src", help="input .pth checkpoint")
-    p.add_argument("dst", nargs="?", help="output .safetensors file (default: SRC with suffix .safetensors)")
-    p.add_argument("--kind", choices=KINDS, default="ufuser", help="ufuser (EMMA.pth, default) or sensing (Ai/Av.pth)")
-    p.add_argument("--fp16", action="store_true", help="store floating tensors as float16 (half the size)")
-    p.set_defaults(func=_cmd_convert)
-    return p
+    sensing_meta: dict[str, object] = {"format": SENSING_FORMAT_TAG, "architecture": "UNet5"}
+    sensing_meta.update({str(key): value for key, value in meta.items()})
+    return write_safetensors(dst_path, state, sensing_meta, dtype)

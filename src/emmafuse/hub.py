@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from emmafuse.checkpoint import WeightsError
+from emmafuse._version import __version__
+from emmafuse.errors import WeightsError
 
 __all__ = ["is_offline", "hub_endpoint", "cached_file", "download", "evict", "blob_sha256"]
 
@@ -101,8 +102,6 @@ def download(
             that a later call could pick up.
     """
     from huggingface_hub import hf_hub_download
-
-    from emmafuse import __version__
 
     try:
         path = hf_hub_download(

@@ -1,4 +1,10 @@
-"""Reading, writing and pairing image files for the CLI (PIL), keeping 16-bit data 16-bit.
+"""Reading, writing and pairing image files (PIL), keeping 16-bit data 16-bit: the one home of
+image files for ``fuse``, ``eval`` and ``train``.
+
+Two readers: :func:`read_image` gives the stored pixels (uint8 / uint16 numpy) for fusion;
+:func:`read_luma` gives float32 luminance in [0, 1] (BT.601 Y of colour files) for training.
+The evaluator's reference-exact float64 0..255 reader builds on :func:`read_image`
+(:func:`emmafuse.evaluation.reader.read_gray_reference`).
 
 Writes are atomic: the image goes to a temporary name in the target folder and is renamed
 into place, so an interrupted run never leaves a half-written output.
@@ -17,10 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from emmafuse.checkpoint import atomic_write
+from emmafuse._fs import atomic_write
+from emmafuse.color import BT601_WEIGHTS
 
 __all__ = [
     "read_image",
+    "read_luma",
+    "rgb_to_y",
     "write_image",
     "output_format",
     "normalize_suffix",
@@ -35,7 +44,7 @@ __all__ = [
 
 #: Image files written by the CLI (PIL writes each of them).
 OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-#: Image files read (and paired) by fuse, eval and train.
+#: Image files read (and paired) by fuse, eval and train: the one suffix list.
 IMAGE_SUFFIXES = OUTPUT_SUFFIXES + (".pgm", ".ppm")
 
 
@@ -156,6 +165,45 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     elif arr.dtype == np.float32:
         raise ImageReadError(f"{p}: floating-point image files are not supported; save as 8 or 16 bit")
     return arr
+
+
+def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R BT.601 luma of an ``(H, W, 3)`` array (float32, same scale as the input)."""
+    kr, kg, kb = BT601_WEIGHTS
+    rgb = rgb.astype(np.float32)
+    return rgb[..., 0] * kr + rgb[..., 1] * kg + rgb[..., 2] * kb
+
+
+def read_luma(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image as float32 ``(H, W)`` luminance in [0, 1]; colour images give their BT.601 Y.
+
+    16-bit files are scaled by 65535; 32-bit integer and float files by 65535 when their
+    maximum exceeds 255, else by 255; alpha is ignored.
+
+    Raises:
+        ImageReadError: the file cannot be decoded (``cannot read image PATH: ...``).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+                arr = np.asarray(im, dtype=np.float32) / 65535.0
+            elif mode in ("I", "F"):
+                arr = np.asarray(im, dtype=np.float32)
+                peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
+                arr = arr / peak
+            elif mode == "L":
+                arr = np.asarray(im, dtype=np.float32) / 255.0
+            elif mode in ("1", "LA"):
+                arr = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+            else:  # RGB, RGBA, P, CMYK, YCbCr, ...
+                arr = rgb_to_y(np.asarray(im.convert("RGB"))) / 255.0
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        raise ImageReadError(f"cannot read image {path}: {exc}") from exc
+    return np.clip(arr, 0.0, 1.0).astype(np.float32)
 
 
 def write_image(path: str | os.PathLike[str], image: np.ndarray) -> Path:

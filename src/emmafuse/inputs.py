@@ -19,14 +19,19 @@ image).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import numpy as np
 import torch
 
+if TYPE_CHECKING:
+    import PIL.Image
+
 __all__ = ["ImageSpec", "ImageLike", "decode_image", "encode_image", "split_batch", "is_batch"]
 
-ImageLike = Union[np.ndarray, torch.Tensor, "PIL.Image.Image"]  # noqa: F821
+#: One image (or a 4-D batch) as :meth:`emmafuse.Fuser.fuse` takes and returns it.
+ImageLike = Union[np.ndarray, torch.Tensor, "PIL.Image.Image"]
+Layout = Literal["HW", "HWC", "CHW"]
 
 _INT_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 _FLOAT_TOLERANCE = 1e-3  # floats a hair outside [0, 1] (rounding) are clipped, not rejected
@@ -39,7 +44,7 @@ class ImageSpec:
 
     kind: Literal["numpy", "pil", "torch"]
     dtype: Any  # numpy dtype, torch dtype, or PIL mode string
-    layout: Literal["HW", "HWC", "CHW"]
+    layout: Layout
     channels: int  # 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA
     height: int
     width: int
@@ -133,6 +138,7 @@ def _check_shape(shape: tuple[int, ...], name: str, channel_axis: int | None) ->
 
 
 def _decode_numpy(arr: np.ndarray, name: str) -> tuple[torch.Tensor, ImageSpec]:
+    layout: Layout
     if arr.ndim == 2:
         _check_shape(arr.shape, name, None)
         layout, chw = "HW", arr[None]
@@ -181,6 +187,7 @@ def _decode_pil(img: Any, name: str) -> tuple[torch.Tensor, ImageSpec]:
 
 
 def _decode_torch(t: torch.Tensor, name: str) -> tuple[torch.Tensor, ImageSpec]:
+    layout: Layout
     if t.ndim == 2:
         _check_shape(tuple(t.shape), name, None)
         layout, chw = "HW", t.unsqueeze(0)

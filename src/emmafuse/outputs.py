@@ -55,9 +55,9 @@ def check_not_inputs(targets: Iterable[str | os.PathLike[str]], inputs: Iterable
             by_id[file_id] = src
     for target in map(Path, targets):
         file_id = _file_id(target)
-        src = by_path.get(target.resolve()) or (by_id.get(file_id) if file_id is not None else None)
-        if src is not None:
-            raise OutputError(f"output {target} is the input file {src}; refusing to overwrite it (choose another -o)")
+        given = by_path.get(target.resolve()) or (by_id.get(file_id) if file_id is not None else None)
+        if given is not None:
+            raise OutputError(f"output {target} is the input file {given}; refusing to overwrite it (choose another -o)")
 
 
 def _nearest_existing(path: Path) -> Path:

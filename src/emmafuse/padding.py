@@ -1,9 +1,10 @@
-"""Padding any image size to what the U-Fuser accepts, and cropping back.
+"""Padding any image size to what a network accepts, and cropping back.
 
-The network needs sides that are multiples of :data:`~emmafuse.models.SIZE_MULTIPLE` (three
-stride-2 stages) and at least :data:`~emmafuse.models.MIN_SIDE`. We pad symmetrically with
-reflection (no artificial edge for the convolutions to see) and fall back to edge replication
-where reflection is impossible (padding at least as wide as the image, e.g. a 1x1 input).
+The sizes come from the network's :class:`~emmafuse.models.SizeRequirements` (default: the
+U-Fuser's, sides that are multiples of :data:`~emmafuse.models.SIZE_MULTIPLE` (three stride-2
+stages) and at least :data:`~emmafuse.models.MIN_SIDE`). We pad symmetrically with reflection
+(no artificial edge for the convolutions to see) and fall back to edge replication where
+reflection is impossible (padding at least as wide as the image, e.g. a 1x1 input).
 """
 
 from __future__ import annotations
@@ -11,15 +12,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from emmafuse.models import MIN_SIDE, SIZE_MULTIPLE
+from emmafuse.models import MIN_SIDE, SIZE_MULTIPLE, UFUSER_SIZE, SizeRequirements
 
 __all__ = ["padded_size", "pad_to_network", "crop"]
+
+Pads = tuple[int, int, int, int]
 
 
 def padded_size(size: int, multiple: int = SIZE_MULTIPLE, minimum: int = MIN_SIDE) -> int:
     """Smallest side >= ``max(size, minimum)`` that is a multiple of ``multiple``."""
-    target = max(size, minimum)
-    return -(-target // multiple) * multiple
+    return SizeRequirements(multiple=multiple, minimum=minimum).padded(size)
 
 
 def _pad_axis(x: torch.Tensor, before: int, after: int, axis: int) -> torch.Tensor:
@@ -30,10 +32,10 @@ def _pad_axis(x: torch.Tensor, before: int, after: int, axis: int) -> torch.Tens
     return F.pad(x, pad, mode=mode)
 
 
-def pad_to_network(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
-    """Pad an ``(N, C, H, W)`` tensor; returns it and the ``(top, bottom, left, right)`` pads."""
+def pad_to_network(x: torch.Tensor, size_req: SizeRequirements = UFUSER_SIZE) -> tuple[torch.Tensor, Pads]:
+    """Pad an ``(N, C, H, W)`` tensor to ``size_req``; returns it and the ``(top, bottom, left, right)`` pads."""
     h, w = x.shape[-2:]
-    ph, pw = padded_size(h) - h, padded_size(w) - w
+    ph, pw = size_req.padded(h) - h, size_req.padded(w) - w
     top, left = ph // 2, pw // 2
     bottom, right = ph - top, pw - left
     x = _pad_axis(x, top, bottom, axis=2)
@@ -41,7 +43,7 @@ def pad_to_network(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int, 
     return x, (top, bottom, left, right)
 
 
-def crop(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
+def crop(x: torch.Tensor, pads: Pads) -> torch.Tensor:
     """Undo :func:`pad_to_network`."""
     top, bottom, left, right = pads
     h, w = x.shape[-2:]

@@ -101,5 +101,8 @@ def synthetic_pair(height: int = 240, width: int = 320, seed: int = 0) -> tuple[
     ir = np.where(person, 0.92, ir)
     ir = ir + 0.01 * rng.standard_normal((h, w))
 
-    to_u8 = lambda a: np.round(np.clip(a, 0, 1) * 255).astype(np.uint8)  # noqa: E731
-    return to_u8(ir), to_u8(vis)
+    return _to_u8(ir), _to_u8(vis)
+
+
+def _to_u8(a: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(a, 0, 1) * 255).astype(np.uint8)

@@ -2,8 +2,9 @@
 
 The full image stays on the host. It is padded once to the network's size multiple (exactly as
 the untiled path pads it), cut into overlapping tiles whose sides and offsets are multiples of
-:data:`~emmafuse.models.SIZE_MULTIPLE` (so each tile sees the same stride-2 sampling grid as the
-whole image would), and only tiles travel to the device, a mini-batch at a time. Tile outputs
+that multiple (the network's :class:`~emmafuse.models.SizeRequirements`; default the U-Fuser's,
+so each tile sees the same stride-2 sampling grid as the whole image would), and only tiles
+travel to the device, a mini-batch at a time (:func:`emmafuse.runner.run_pipelined`). Tile outputs
 are blended back with separable raised-cosine ("feathered") weights normalised by their sum, so
 there is no seam and every pixel is a convex combination of the tiles that cover it.
 
@@ -23,13 +24,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from emmafuse.models import MIN_SIDE, SIZE_MULTIPLE
-from emmafuse.padding import crop, pad_to_network, padded_size
+from emmafuse.models import SIZE_MULTIPLE, UFUSER_SIZE, SizeRequirements
+from emmafuse.padding import crop, pad_to_network
+from emmafuse.runner import ForwardFn, run_pipelined
 
 __all__ = [
     "BYTES_PER_PIXEL",
@@ -45,7 +47,6 @@ __all__ = [
     "fuse_tiled",
     "memory_budget",
     "plan_tiles",
-    "run_pipelined",
 ]
 
 TileLike = int | str | None
@@ -53,8 +54,9 @@ TileLike = int | str | None
 #: Default overlap between neighbouring tiles, in pixels (the blending ramp's length).
 DEFAULT_OVERLAP = 64
 #: ``"auto"`` never picks tiles smaller than this: smaller tiles see too little of the image
-#: for the global attention statistics (and cost more overlap).
-MIN_AUTO_TILE = 512
+#: for the global attention statistics (and cost more overlap). The U-Fuser's tiling advice
+#: (``UFuser.size_requirements.min_tile``).
+MIN_AUTO_TILE = UFUSER_SIZE.min_tile
 #: Largest tile ``"auto"`` picks (bounds a single device call; CUDA may fit far more).
 MAX_AUTO_TILE = 8192
 #: Host-memory budget of one network call on the CPU, in bytes (see the module doc): 1.25 GiB
@@ -100,23 +102,26 @@ def bytes_per_pixel(dtype: torch.dtype) -> int:
     return BYTES_PER_PIXEL.get(dtype, BYTES_PER_PIXEL[torch.float32])
 
 
-def auto_tile_size(budget: int, dtype: torch.dtype, batch: int = 1) -> int:
-    """Largest square tile side (a multiple of 8) whose forward fits ``budget`` bytes."""
+def auto_tile_size(budget: int, dtype: torch.dtype, batch: int = 1, size_req: SizeRequirements = UFUSER_SIZE) -> int:
+    """Largest square tile side (a multiple of the network's) whose forward fits ``budget`` bytes.
+
+    Never below the network's ``min_tile`` advice, never above :data:`MAX_AUTO_TILE`.
+    """
     side = math.isqrt(max(budget // (bytes_per_pixel(dtype) * max(batch, 1)), 1))
-    side = side // SIZE_MULTIPLE * SIZE_MULTIPLE
-    return int(min(max(side, MIN_AUTO_TILE), MAX_AUTO_TILE))
+    side = size_req.round_down(side)
+    return int(min(max(side, size_req.min_tile, size_req.minimum), MAX_AUTO_TILE))
 
 
-def check_tile_options(tile: TileLike, overlap: int) -> None:
+def check_tile_options(tile: TileLike, overlap: int, size_req: SizeRequirements = UFUSER_SIZE) -> None:
     """Validate ``tile`` / ``tile_overlap`` with a clear ``ValueError``."""
     if isinstance(tile, bool) or not (tile is None or tile == "auto" or isinstance(tile, int)):
         raise ValueError(f"tile must be None, 'auto' or an integer tile side in pixels, got {tile!r}")
-    if isinstance(tile, int) and tile < MIN_SIDE:
-        raise ValueError(f"tile must be at least {MIN_SIDE} pixels (the network's minimum side), got {tile}")
+    if isinstance(tile, int) and tile < size_req.minimum:
+        raise ValueError(f"tile must be at least {size_req.minimum} pixels (the network's minimum side), got {tile}")
     if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
         raise ValueError(f"tile_overlap must be a non-negative integer number of pixels, got {overlap!r}")
     if isinstance(tile, int):
-        side = tile // SIZE_MULTIPLE * SIZE_MULTIPLE
+        side = size_req.round_down(tile)
         if overlap > side // 2:
             raise ValueError(
                 f"tile_overlap={overlap} is too large for tile={tile}: it must be at most half the "
@@ -134,15 +139,15 @@ def feather_ramp(length: int, dtype: torch.dtype = torch.float32) -> torch.Tenso
     return (0.5 - 0.5 * torch.cos(math.pi * (k + 0.5) / length)).to(dtype)
 
 
-def axis_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Tile offsets along one padded axis: multiples of 8, first 0, last ``length - tile``.
+def axis_starts(length: int, tile: int, overlap: int, multiple: int = SIZE_MULTIPLE) -> list[int]:
+    """Tile offsets along one padded axis: multiples of ``multiple``, first 0, last ``length - tile``.
 
     Tiles are spread evenly; neighbours overlap by at least ``overlap`` pixels.
     """
     if length <= tile:
         return [0]
-    m = SIZE_MULTIPLE
-    units = (length - tile) // m  # both are multiples of 8
+    m = multiple
+    units = (length - tile) // m  # both are multiples of m
     max_step = max((tile - overlap) // m, 1)
     n = 2
     while math.ceil(units / (n - 1)) > max_step:
@@ -219,112 +224,52 @@ class TilePlan:
         return total
 
 
-def plan_tiles(height: int, width: int, tile: int, overlap: int = DEFAULT_OVERLAP) -> TilePlan:
-    """Plan tiles of side ``tile`` (rounded down to a multiple of 8) for an image of this size.
+def plan_tiles(
+    height: int, width: int, tile: int, overlap: int = DEFAULT_OVERLAP, size_req: SizeRequirements = UFUSER_SIZE
+) -> TilePlan:
+    """Plan tiles of side ``tile`` (rounded down to the network's multiple) for an image of this size.
 
     ``height``/``width`` are the *unpadded* image size; the plan covers the padded image that
     :func:`~emmafuse.padding.pad_to_network` makes. A side not larger than the tile is one tile.
     """
-    check_tile_options(tile, overlap)
-    hp, wp = padded_size(height), padded_size(width)
-    side = tile // SIZE_MULTIPLE * SIZE_MULTIPLE
-    th, tw = _balanced_side(hp, side, overlap), _balanced_side(wp, side, overlap)
+    check_tile_options(tile, overlap, size_req)
+    hp, wp = size_req.padded(height), size_req.padded(width)
+    side = size_req.round_down(tile)
+    th, tw = _balanced_side(hp, side, overlap, size_req), _balanced_side(wp, side, overlap, size_req)
+    m = size_req.multiple
     return TilePlan(
         height=hp,
         width=wp,
         tile_h=th,
         tile_w=tw,
-        ys=tuple(axis_starts(hp, th, overlap)),
-        xs=tuple(axis_starts(wp, tw, overlap)),
+        ys=tuple(axis_starts(hp, th, overlap, m)),
+        xs=tuple(axis_starts(wp, tw, overlap, m)),
         overlap=overlap,
     )
 
 
-def _balanced_side(length: int, side: int, overlap: int) -> int:
-    """The smallest tile side (multiple of 8, <= ``side``) that needs no more tiles than ``side``.
+def _balanced_side(length: int, side: int, overlap: int, size_req: SizeRequirements) -> int:
+    """The smallest tile side (a multiple, <= ``side``) that needs no more tiles than ``side``.
 
     Shrinking the tiles to what their number requires keeps the overlap close to the requested
     one instead of wasting compute on a large last overlap.
     """
     if length <= side:
         return length
-    n = len(axis_starts(length, side, overlap))
-    m = SIZE_MULTIPLE
+    m = size_req.multiple
+    n = len(axis_starts(length, side, overlap, m))
     best = side
     cand = -(-(length + (n - 1) * overlap) // n)  # ceil((length + (n-1)*overlap) / n)
-    cand = max(-(-cand // m) * m, MIN_SIDE)
+    cand = max(-(-cand // m) * m, size_req.minimum)
     while cand < side:
-        if overlap <= cand // 2 and len(axis_starts(length, cand, overlap)) <= n:
+        if overlap <= cand // 2 and len(axis_starts(length, cand, overlap, m)) <= n:
             best = cand
             break
         cand += m
     return best
 
 
-ForwardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 _Job = tuple[int, int, int, int, int]  # image index, y0, x0, tile row i, tile column j
-
-
-def run_pipelined(
-    forward: ForwardFn,
-    batches: Iterable[Callable[[bool], tuple[torch.Tensor, torch.Tensor]]],
-    device: torch.device,
-    finish: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
-) -> Iterator[torch.Tensor]:
-    """Run ``forward`` over host batches; yield each float32 result on the host, in order.
-
-    Each item of ``batches`` is a callable ``make(pin) -> (ir, vis)`` building one host batch
-    (in pinned memory when ``pin``). ``finish(device_result, index)`` post-processes a result on
-    the device before it is copied back. On CUDA the upload of batch k+1 runs on a copy stream
-    and the download of batch k is asynchronous into pinned memory, so host work (building the
-    next batch, consuming the previous result) overlaps with device compute. Elsewhere this is
-    a plain loop.
-    """
-    finish = finish or (lambda res, _i: res)
-    if device.type != "cuda":
-        for idx, make in enumerate(batches):
-            a, b = make(False)
-            yield finish(forward(a.to(device), b.to(device)), idx).float().cpu()
-        return
-
-    compute = torch.cuda.current_stream(device)
-    copy = torch.cuda.Stream(device)
-
-    def upload(make: Callable[[bool], tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.cuda.Event]:
-        a, b = make(True)
-        copy.wait_stream(compute)  # device memory freed on the compute stream may be reused here
-        with torch.cuda.stream(copy):
-            da = a.to(device, non_blocking=True)
-            db = b.to(device, non_blocking=True)
-            ready = torch.cuda.Event()
-            ready.record(copy)
-        da.record_stream(compute)  # allocated on the copy stream, consumed on the compute stream
-        db.record_stream(compute)
-        return da, db, ready
-
-    it = iter(batches)
-    first = next(it, None)
-    nxt = upload(first) if first is not None else None
-    pending: tuple[torch.Tensor, torch.cuda.Event] | None = None
-    idx = 0
-    while nxt is not None:
-        da, db, ready = nxt
-        compute.wait_event(ready)
-        res = finish(forward(da, db), idx).float()
-        host = torch.empty(res.shape, dtype=torch.float32, pin_memory=True)
-        host.copy_(res, non_blocking=True)
-        done = torch.cuda.Event()
-        done.record(compute)
-        following = next(it, None)  # the GPU works through the queue while the host prepares more
-        nxt = upload(following) if following is not None else None
-        if pending is not None:
-            pending[1].synchronize()
-            yield pending[0]
-        pending = (host, done)
-        idx += 1
-    if pending is not None:
-        pending[1].synchronize()
-        yield pending[0]
 
 
 def fuse_tiled(
@@ -335,12 +280,13 @@ def fuse_tiled(
     *,
     device: torch.device,
     tile_batch: int = 1,
+    size_req: SizeRequirements = UFUSER_SIZE,
 ) -> torch.Tensor:
     """Fuse host tensors ``(N, 1, H, W)`` tile by tile; returns the ``(N, 1, H, W)`` host result.
 
     ``forward(ir_tiles, vis_tiles)`` runs the network on device tensors of padded tile size and
     returns float32 device tensors. Tiles travel in mini-batches of ``tile_batch`` through
-    :func:`run_pipelined`; the weighted tile outputs are accumulated into one host image.
+    :func:`~emmafuse.runner.run_pipelined`; the weighted tile outputs are accumulated into one host image.
     """
     if ir.device.type != "cpu" or vis.device.type != "cpu":
         raise ValueError("fuse_tiled expects host (CPU) tensors; only tiles go to the device")
@@ -348,8 +294,8 @@ def fuse_tiled(
         raise ValueError(
             f"fuse_tiled expects two (N, 1, H, W) tensors of one shape, got {tuple(ir.shape)} and {tuple(vis.shape)}"
         )
-    ir_p, pads = pad_to_network(ir.float())
-    vis_p, _ = pad_to_network(vis.float())
+    ir_p, pads = pad_to_network(ir.float(), size_req)
+    vis_p, _ = pad_to_network(vis.float(), size_req)
     if tuple(ir_p.shape[-2:]) != (plan.height, plan.width):
         raise ValueError(f"tile plan is for {plan.height}x{plan.width}, padded image is {tuple(ir_p.shape[-2:])}")
     out = torch.zeros(ir.shape[0], 1, plan.height, plan.width, dtype=torch.float32)

@@ -22,14 +22,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emmafuse.checkpoint import WeightsError
+import emmafuse.hub as hub
+from emmafuse.errors import ChecksumMismatchError, NoPretrainedWeightsError, WeightsError
 
 __all__ = [
     "ChecksumMismatchError",
@@ -44,7 +44,6 @@ __all__ = [
     "locate_weights",
     "manifest_path",
     "read_manifest",
-    "validate_manifest",
     "verify_file",
 ]
 
@@ -55,16 +54,6 @@ MANIFEST_ENV = "EMMAFUSE_MANIFEST"
 #: Folder of the weights embedded in the package (package data ``weights/*.safetensors``).
 EMBEDDED_DIR = Path(__file__).resolve().parent / "weights"
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_STATUSES = ("released", "unreleased")
-
-
-class NoPretrainedWeightsError(WeightsError):
-    """No weights were given and none are installed for the requested model."""
-
-
-class ChecksumMismatchError(WeightsError):
-    """A weights file's sha256 or size differs from the one recorded in the manifest."""
 
 
 # --------------------------------------------------------------------------- manifest
@@ -141,53 +130,6 @@ def read_manifest() -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("models", {}), dict):
         raise WeightsError(f"weights manifest {path}: expected an object with a 'models' object")
     return data
-
-
-def validate_manifest(data: dict[str, Any]) -> list[str]:
-    """Problems in a manifest (empty list: valid). Used by tests and the maintainer scripts."""
-    from emmafuse.models import UFuserConfig
-
-    problems: list[str] = []
-    if data.get("schema") != MANIFEST_SCHEMA:
-        problems.append(f"schema must be {MANIFEST_SCHEMA}, got {data.get('schema')!r}")
-    models = data.get("models")
-    if not isinstance(models, dict):
-        return problems + ["'models' must be an object"]
-    default = data.get("default")
-    if default is not None and default not in models:
-        problems.append(f"default {default!r} is not a listed model")
-    for name, entry in models.items():
-        where = f"models.{name}"
-        if not isinstance(entry, dict):
-            problems.append(f"{where}: must be an object")
-            continue
-        for key in ("repo_id", "filename"):
-            if not isinstance(entry.get(key), str) or not entry.get(key):
-                problems.append(f"{where}.{key}: required string")
-        if isinstance(entry.get("repo_id"), str) and entry["repo_id"].count("/") != 1:
-            problems.append(f"{where}.repo_id: expected 'owner/name', got {entry['repo_id']!r}")
-        status = entry.get("status", "unreleased")
-        if status not in _STATUSES:
-            problems.append(f"{where}.status: one of {_STATUSES}, got {status!r}")
-        try:
-            UFuserConfig.from_dict(dict(entry.get("config") or {}))
-        except (ValueError, TypeError) as exc:
-            problems.append(f"{where}.config: {exc}")
-        embedded = entry.get("embedded")
-        plain_name = isinstance(embedded, str) and "/" not in embedded and "\\" not in embedded
-        if embedded is not None and not (plain_name and embedded.endswith(".safetensors")):
-            problems.append(f"{where}.embedded: a plain '*.safetensors' file name, got {embedded!r}")
-        revision = entry.get("revision")
-        if revision is not None and not isinstance(revision, str):
-            problems.append(f"{where}.revision: string or null")
-        if status == "released":
-            if not isinstance(entry.get("sha256"), str) or not _SHA256.fullmatch(entry["sha256"]):
-                problems.append(f"{where}.sha256: 64 lowercase hex digits required for a released model")
-            if not isinstance(entry.get("size"), int) or entry["size"] <= 0:
-                problems.append(f"{where}.size: positive integer required for a released model")
-            if not entry.get("published") and not embedded:
-                problems.append(f"{where}: a released model must be embedded and/or published")
-    return problems
 
 
 def _entries(manifest: dict[str, Any]) -> list[ModelEntry]:
@@ -354,104 +296,150 @@ def locate_weights(
     return _locate_released(entry, revision, cache_dir, local_files_only)
 
 
+@dataclass(frozen=True)
+class _Request:
+    """One look-up of a released model: which entry, which revision, where, whether online."""
+
+    entry: ModelEntry
+    revision: str  # the Hub revision asked for (the manifest's when none was given)
+    pinned: bool  # the manifest's revision: files are checked against the manifest's sha256
+    cache_dir: str | os.PathLike[str] | None
+    offline: bool
+    local_files_only: bool
+
+
+@dataclass
+class _Notes:
+    """What the look-ups found wrong, reported by the final error (if no copy is usable)."""
+
+    problems: list[str] = field(default_factory=list)
+    mismatched: bool = False  # some copy failed its checksum: the error is a ChecksumMismatchError
+    force_download: bool = False  # a bad cached copy could not be deleted: download over it
+
+    def text(self) -> str:
+        return "".join(f"\n  - {p}" for p in self.problems)
+
+    def error(self) -> type[WeightsError]:
+        return ChecksumMismatchError if self.mismatched else WeightsError
+
+
+def _check(req: _Request, path: Path, what: str) -> str:
+    """The sha256 of ``path`` after checking it (against the manifest, or what the Hub reported)."""
+    if req.pinned:
+        return verify_file(path, req.entry.sha256, req.entry.size, what=what)
+    reported = hub.blob_sha256(path)
+    if reported is None:
+        warnings.warn(
+            f"{what}: revision '{req.revision}' is not the one pinned by this emmafuse release and the Hub "
+            "reported no sha256 for it; the file is used unverified",
+            stacklevel=5,
+        )
+        return file_sha256(path)
+    warnings.warn(
+        f"revision '{req.revision}' of {req.entry.name} is not pinned by this emmafuse release; "
+        "checking it only against the sha256 reported by the Hub",
+        stacklevel=5,
+    )
+    return verify_file(path, reported, what=what)
+
+
+def _from_cache(req: _Request, notes: _Notes) -> ResolvedWeights | None:
+    """The file in the Hugging Face cache (no network), if there and intact.
+
+    A cached copy that fails its checksum is deleted from the cache and noted.
+    """
+    entry = req.entry
+    if not entry.published:
+        return None
+    cached = hub.cached_file(entry.repo_id, entry.filename, req.revision, req.cache_dir)
+    if cached is None:
+        return None
+    try:
+        digest = _check(req, cached, f"cached {entry.repo_id}/{entry.filename} ({cached})")
+    except ChecksumMismatchError as exc:
+        removed = hub.evict(cached)
+        notes.force_download = not removed
+        notes.mismatched = True
+        notes.problems.append(f"{exc}; {'deleted from the cache' if removed else 'ignored'}")
+        return None
+    return ResolvedWeights(cached, "cache", digest, entry.name, req.revision)
+
+
+def _from_embedded(req: _Request, notes: _Notes) -> ResolvedWeights | None:
+    """The copy embedded in the package (it is the manifest's revision), if present and intact."""
+    entry = req.entry
+    if not (req.pinned and entry.embedded):
+        return None
+    embedded = EMBEDDED_DIR / entry.embedded
+    if not embedded.is_file():
+        notes.problems.append(f"embedded copy {embedded} is missing from this installation")
+        return None
+    try:
+        digest = _check(req, embedded, f"embedded copy {embedded}")
+    except ChecksumMismatchError as exc:
+        notes.mismatched = True
+        notes.problems.append(f"{exc}; skipped (damaged installation? reinstall emmafuse)")
+        return None
+    return ResolvedWeights(embedded, "embedded", digest, entry.name, entry.revision)
+
+
+def _download(req: _Request, notes: _Notes) -> ResolvedWeights | None:
+    """A verified download into the Hugging Face cache; ``None`` when not published or offline.
+
+    Raises:
+        WeightsError: the download failed (with the earlier notes).
+        ChecksumMismatchError: the downloaded file differs (it is deleted from the cache).
+    """
+    entry = req.entry
+    if not entry.published or req.offline:
+        return None
+    try:
+        path = hub.download(entry.repo_id, entry.filename, req.revision, req.cache_dir, force=notes.force_download)
+    except WeightsError as exc:
+        if not notes.problems:
+            raise
+        raise notes.error()(f"{exc}{notes.text()}") from exc
+    try:
+        digest = _check(req, path, f"downloaded {entry.repo_id}/{entry.filename} (revision {req.revision})")
+    except ChecksumMismatchError as exc:
+        removed = hub.evict(path)
+        raise ChecksumMismatchError(
+            f"{exc}. The file was {'deleted from the cache' if removed else 'left in the cache but not used'}; "
+            f"the Hub copy differs from the one this emmafuse release expects.{notes.text()}"
+        ) from None
+    return ResolvedWeights(path, "download", digest, entry.name, req.revision)
+
+
+def _unavailable(req: _Request, notes: _Notes) -> WeightsError:
+    """The error when no copy could be used (nothing on the Hub, or downloading disabled)."""
+    entry = req.entry
+    if not entry.published:
+        return notes.error()(f"weights of '{entry.name}' are not available (they are not on the Hub):{notes.text()}")
+    why = "local_files_only=True" if req.local_files_only else "HF_HUB_OFFLINE is set"
+    return notes.error()(
+        f"weights of '{entry.name}' ({entry.repo_id}/{entry.filename}, revision {req.revision}) are not in the "
+        f"Hugging Face cache{' or the package' if req.pinned and entry.embedded else ''} and downloading is "
+        f"disabled ({why}). Run once with network access, or pass a local .safetensors file.{notes.text()}"
+    )
+
+
 def _locate_released(
     entry: ModelEntry,
     revision: str | None,
     cache_dir: str | os.PathLike[str] | None,
     local_files_only: bool,
 ) -> ResolvedWeights:
-    from emmafuse import hub
-
-    rev = revision or entry.hub_revision
-    pinned = revision is None or revision == entry.hub_revision
-    offline = local_files_only or hub.is_offline()
-    problems: list[str] = []
-    mismatched = False  # some copy failed its checksum: report it as ChecksumMismatchError
-    force_download = False
-
-    def check(path: Path, what: str) -> str:
-        if pinned:
-            return verify_file(path, entry.sha256, entry.size, what=what)
-        reported = hub.blob_sha256(path)
-        if reported is None:
-            warnings.warn(
-                f"{what}: revision '{rev}' is not the one pinned by this emmafuse release and the Hub "
-                "reported no sha256 for it; the file is used unverified",
-                stacklevel=4,
-            )
-            return file_sha256(path)
-        warnings.warn(
-            f"revision '{rev}' of {entry.name} is not pinned by this emmafuse release; "
-            "checking it only against the sha256 reported by the Hub",
-            stacklevel=4,
-        )
-        return verify_file(path, reported, what=what)
-
-    # a. Hugging Face cache (no network)
-    if entry.published:
-        cached = hub.cached_file(entry.repo_id, entry.filename, rev, cache_dir)
-        if cached is not None:
-            what = f"cached {entry.repo_id}/{entry.filename} ({cached})"
-            try:
-                digest = check(cached, what)
-                return ResolvedWeights(cached, "cache", digest, entry.name, rev)
-            except ChecksumMismatchError as exc:
-                removed = hub.evict(cached)
-                force_download = not removed
-                mismatched = True
-                problems.append(f"{exc}; {'deleted from the cache' if removed else 'ignored'}")
-
-    # b. copy embedded in the package (it is the manifest's revision)
-    if pinned and entry.embedded:
-        embedded = EMBEDDED_DIR / entry.embedded
-        if embedded.is_file():
-            try:
-                digest = check(embedded, f"embedded copy {embedded}")
-                return ResolvedWeights(embedded, "embedded", digest, entry.name, entry.revision)
-            except ChecksumMismatchError as exc:
-                mismatched = True
-                problems.append(f"{exc}; skipped (damaged installation? reinstall emmafuse)")
-        else:
-            problems.append(f"embedded copy {embedded} is missing from this installation")
-
-    notes = "".join(f"\n  - {p}" for p in problems)
-    error = ChecksumMismatchError if mismatched else WeightsError
-    # c. download
-    if not entry.published:
-        raise error(f"weights of '{entry.name}' are not available (they are not on the Hub):{notes}")
-    if offline:
-        why = "local_files_only=True" if local_files_only else "HF_HUB_OFFLINE is set"
-        raise error(
-            f"weights of '{entry.name}' ({entry.repo_id}/{entry.filename}, revision {rev}) are not in the "
-            f"Hugging Face cache{' or the package' if pinned and entry.embedded else ''} and downloading is "
-            f"disabled ({why}). Run once with network access, or pass a local .safetensors file.{notes}"
-        )
-    try:
-        path = hub.download(entry.repo_id, entry.filename, rev, cache_dir, force=force_download)
-    except WeightsError as exc:
-        if not problems:
-            raise
-        raise error(f"{exc}{notes}") from exc
-    what = f"downloaded {entry.repo_id}/{entry.filename} (revision {rev})"
-    try:
-        digest = check(path, what)
-    except ChecksumMismatchError as exc:
-        removed = hub.evict(path)
-        raise ChecksumMismatchError(
-            f"{exc}. The file was {'deleted from the cache' if removed else 'left in the cache but not used'}; "
-            f"the Hub copy differs from the one this emmafuse release expects.{notes}"
-        ) from None
-    return ResolvedWeights(path, "download", digest, entry.name, rev)
-
-
-
-def write_manifest(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
-    """Write a manifest atomically to the file ``path`` points to (maintainer scripts; symlinks kept)."""
-    from emmafuse.checkpoint import atomic_write
-
-    target = Path(os.path.realpath(path))
-    mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    atomic_write(target, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    target.chmod(mode)
-    return target
+    """The Hugging Face cache, then the embedded copy, then a download (see the module doc)."""
+    req = _Request(
+        entry=entry,
+        revision=revision or entry.hub_revision,
+        pinned=revision is None or revision == entry.hub_revision,
+        cache_dir=cache_dir,
+        offline=local_files_only or hub.is_offline(),
+        local_files_only=local_files_only,
+    )
+    notes = _Notes()
+    found = _from_cache(req, notes) or _from_embedded(req, notes) or _download(req, notes)
+    if found is None:
+        raise _unavailable(req, notes)
+    return found

@@ -50,7 +50,9 @@ def uniform_filter_like_scipy(x: np.ndarray, size: int) -> np.ndarray:
     return _uniform_pass(_uniform_pass(x, size, -2), size, -1)
 
 
-def _ssim_map_reference(ux, uy, uxx, uyy, uxy, data_range: float) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _ssim_map_reference(
+    ux: np.ndarray, uy: np.ndarray, uxx: np.ndarray, uyy: np.ndarray, uxy: np.ndarray, data_range: float
+) -> np.ndarray:
     """skimage's SSIM map, operation for operation (float32 in, float32 out)."""
     n = SSIM_WINDOW * SSIM_WINDOW
     cov_norm = n / (n - 1)
@@ -90,7 +92,9 @@ def _box_mean_float32_valid(stack: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def _ssim_map_fixed(ux, uy, uxx, uyy, uxy, data_range: float) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _ssim_map_fixed(
+    ux: np.ndarray, uy: np.ndarray, uxx: np.ndarray, uyy: np.ndarray, uxy: np.ndarray, data_range: float
+) -> np.ndarray:
     """The same SSIM map in float64 (the ``"fixed"`` preset)."""
     n = SSIM_WINDOW * SSIM_WINDOW
     cov_norm = n / (n - 1.0)

@@ -34,19 +34,27 @@ runs); with gradients on, the network runs the release's computation unchanged:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["UFuser", "UFuserConfig", "FastPaths", "SIZE_MULTIPLE", "MIN_SIDE"]
+from emmafuse.models.size_req import SizeRequirements
+from emmafuse.runner import weight_version
+
+__all__ = ["UFuser", "UFuserConfig", "FastPaths", "SIZE_MULTIPLE", "MIN_SIDE", "UFUSER_SIZE"]
 
 #: Three stride-2 stages: every side must be a multiple of 8 for the skip connections to align.
 SIZE_MULTIPLE = 8
 #: Reflect padding at the coarsest stage needs at least 2 pixels there (2 * 8).
 MIN_SIDE = 16
+#: The U-Fuser's size requirements. Its channel attention normalises over all pixels, so tiles
+#: only approximate the whole-image output, and tiles below 512 pixels see too little of the
+#: image for those statistics (``docs/performance.md``).
+UFUSER_SIZE = SizeRequirements(multiple=SIZE_MULTIPLE, minimum=MIN_SIDE, min_tile=512, exact_tiling=False)
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,37 @@ class UFuserConfig:
                 raise ValueError(f"U-Fuser config 'channels' needs 4 widths, got {list(channels)}")
             kwargs["channels"] = channels
         return cls(**kwargs)
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, torch.Tensor]) -> "UFuserConfig":
+        """The architecture a U-Fuser ``state_dict`` was made with, read from its tensor shapes.
+
+        The widths come from the four visible-encoder embeddings, the input channels from the
+        first one, the heads from the first attention's ``scale``. Whether every other tensor
+        fits is :func:`emmafuse.checkpoint.build_ufuser`'s check.
+
+        Raises:
+            ValueError: a tensor these are read from is missing or has an unexpected shape, or
+                the widths are not multiples of the heads (not a U-Fuser state dict).
+        """
+        def shape(key: str, ndim: int) -> tuple[int, ...]:
+            t = state.get(key)
+            if not isinstance(t, torch.Tensor):
+                raise ValueError(f"cannot tell the U-Fuser architecture: the state dict has no tensor '{key}'")
+            if t.ndim != ndim:
+                raise ValueError(
+                    f"cannot tell the U-Fuser architecture: '{key}' has shape {tuple(t.shape)}, expected {ndim} axes"
+                )
+            return tuple(int(s) for s in t.shape)
+
+        c1, c2, c3, c4 = (shape(f"V_en_{i}.embed.weight", 4)[0] for i in range(1, 5))
+        in_channels = shape("V_en_1.embed.weight", 4)[1]
+        num_heads = shape("V_en_1.GlobalFeature.attn.scale", 3)[0]
+        if num_heads < 1 or any(c % num_heads for c in (c1, c2, c3, c4)):
+            raise ValueError(
+                f"cannot tell the U-Fuser architecture: widths {(c1, c2, c3, c4)} are not multiples of {num_heads} heads"
+            )
+        return cls(channels=(c1, c2, c3, c4), num_heads=num_heads, in_channels=in_channels)
 
 
 @dataclass
@@ -144,15 +183,6 @@ class _AffineParams(nn.Module):
 def _is_compiling() -> bool:
     compiler = getattr(torch, "compiler", None)
     return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
-
-
-def weight_version(t: torch.Tensor) -> int:
-    """The in-place version counter of ``t``; -1 for inference tensors, which keep none.
-
-    (Weights created under ``torch.inference_mode`` can only be changed in place under it; such
-    changes are not seen. Change weights outside inference mode, or call ``load_state_dict``.)
-    """
-    return -1 if t.is_inference() else t._version
 
 
 class _FoldCache:
@@ -443,9 +473,13 @@ def _up(cin: int, cout: int) -> nn.Sequential:
 class UFuser(nn.Module):
     """EMMA's U-Fuser: ``fused = UFuser(ir, vis)`` on ``(N, 1, H, W)`` tensors in [0, 1].
 
-    ``H`` and ``W`` must be multiples of :data:`SIZE_MULTIPLE` and at least :data:`MIN_SIDE`;
-    :class:`emmafuse.Fuser` pads arbitrary sizes for you. The output is a sigmoid in (0, 1).
+    ``H`` and ``W`` must be multiples of :data:`SIZE_MULTIPLE` and at least :data:`MIN_SIDE`
+    (:attr:`size_requirements`); :class:`emmafuse.Fuser` pads arbitrary sizes for you. The
+    output is a sigmoid in (0, 1).
     """
+
+    #: Input sizes it accepts and its tiling advice (read by padding, tiling and callers).
+    size_requirements: ClassVar[SizeRequirements] = UFUSER_SIZE
 
     def __init__(self, config: UFuserConfig | None = None) -> None:
         super().__init__()

@@ -30,7 +30,8 @@ from emmafuse.train.config import (
 )
 from emmafuse.train.data import DataError
 from emmafuse.train.export import export_fuser, export_run
-from emmafuse.train.trainer import RunFolderError, StageResult, Trainer, TrainingHalted, load_sensing
+from emmafuse.train.run_folder import RunFolderError
+from emmafuse.train.trainer import StageResult, Trainer, TrainingHalted, load_sensing
 
 __all__ = [
     "TrainConfig",

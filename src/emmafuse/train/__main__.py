@@ -1,7 +1,7 @@
-"""``python -m emmafuse.train {all,sensing,fuser,export,defaults} ...`` (also under torchrun)."""
+"""``python -m emmafuse.train {all,sensing,fuser,export,defaults,recipes} ...`` (also under torchrun)."""
 
 import sys
 
-from emmafuse.train.cli import main
+from emmafuse.cli.train import main
 
 sys.exit(main())

@@ -89,7 +89,8 @@ def read_pairs_file(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
         fields = text.split("\t") if "\t" in text else text.split()
         if len(fields) != 2:
             raise ConfigError(f"{p}:{number}: expected 'IR_DIR<tab>VIS_DIR', got {line!r}")
-        out.append(tuple(str(p.parent / f.strip()) if not os.path.isabs(f.strip()) else f.strip() for f in fields))  # type: ignore[misc]
+        ir_dir, vis_dir = (f.strip() if os.path.isabs(f.strip()) else str(p.parent / f.strip()) for f in fields)
+        out.append((ir_dir, vis_dir))
     return out
 
 
@@ -197,7 +198,7 @@ class TrainConfig:
         return cfg
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        from emmafuse.checkpoint import atomic_write
+        from emmafuse._fs import atomic_write
 
         text = json.dumps(self.to_dict(), indent=2) + "\n"
         return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
@@ -295,7 +296,7 @@ def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
     for key, value in data.items():
         hint = hints[key]
         path = f"{where}.{key}" if where else key
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             kwargs[key] = _from_dict(hint, value, path)
         else:
             kwargs[key] = _coerce(hint, value, path)

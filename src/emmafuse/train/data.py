@@ -13,12 +13,13 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from emmafuse.image_io import IMAGE_SUFFIXES, PairingError, index_images, pair_folders
+from emmafuse.image_io import IMAGE_SUFFIXES, ImageReadError, PairingError, index_images, pair_folders, read_luma, rgb_to_y
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -27,7 +28,6 @@ __all__ = [
     "list_images",
     "find_pairs",
     "split_pairs",
-    "read_gray",
     "rgb_to_y",
     "is_low_contrast",
     "PairStore",
@@ -41,7 +41,7 @@ __all__ = [
     "collect_pairs",
 ]
 
-# One suffix list and one pairing rule for fuse, eval and train (emmafuse.image_io).
+# One suffix list and one pairing rule for fuse, eval and train (emmafuse.image_io); an alias, not a copy.
 IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 
 
@@ -184,41 +184,6 @@ def split_pairs(pairs: Sequence[ImagePair], val_pairs: int, seed: int) -> tuple[
     return train, val
 
 
-def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
-    """ITU-R BT.601 luma of an ``(H, W, 3)`` array (same scale as the input)."""
-    rgb = rgb.astype(np.float32)
-    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
-
-
-def read_gray(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image as float32 ``(H, W)`` in [0, 1]; colour images give their BT.601 Y.
-
-    Raises:
-        DataError: the file cannot be decoded.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            mode = im.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-                arr = np.asarray(im, dtype=np.float32) / 65535.0
-            elif mode in ("I", "F"):
-                arr = np.asarray(im, dtype=np.float32)
-                peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
-                arr = arr / peak
-            elif mode == "L":
-                arr = np.asarray(im, dtype=np.float32) / 255.0
-            elif mode in ("1", "LA"):
-                arr = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-            else:  # RGB, RGBA, P, CMYK, YCbCr, ...
-                arr = rgb_to_y(np.asarray(im.convert("RGB"))) / 255.0
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from exc
-    return np.clip(arr, 0.0, 1.0).astype(np.float32)
-
-
 def is_low_contrast(
     patch: np.ndarray, fraction_threshold: float = 0.1, lower_percentile: float = 10, upper_percentile: float = 90
 ) -> bool:
@@ -249,7 +214,10 @@ class PairStore:
         self.fused: dict[str, list[np.ndarray]] = {}
         small, mismatched = [], []
         for pair in self.pairs:
-            a, b = read_gray(pair.ir_path), read_gray(pair.vis_path)
+            try:
+                a, b = read_luma(pair.ir_path), read_luma(pair.vis_path)
+            except ImageReadError as exc:
+                raise DataError(str(exc)) from exc
             if a.shape != b.shape:
                 mismatched.append(f"{pair.stem} (ir {a.shape[1]}x{a.shape[0]}, vis {b.shape[1]}x{b.shape[0]})")
             elif min(a.shape) < min_side:
@@ -274,7 +242,7 @@ class PairStore:
         self.fused[name] = [np.asarray(img, dtype=np.float16) for img in images]
 
 
-class PatchDataset(Dataset):
+class PatchDataset(Dataset[dict[str, torch.Tensor]]):
     """Random square patches of the stored pairs; item ``k`` is deterministic in ``(seed, k)``.
 
     Items are dicts of ``(1, crop, crop)`` float32 tensors: ``ir``, ``vis`` and, when
@@ -397,7 +365,7 @@ def make_loader(
     world: int = 1,
     workers: int = 0,
     pin_memory: bool = False,
-) -> DataLoader:
+) -> DataLoader[dict[str, torch.Tensor]]:
     """A DataLoader whose i-th batch is step ``start + i``."""
     return DataLoader(
         dataset,
@@ -411,13 +379,13 @@ def make_loader(
     )
 
 
-def validation_crops(store: PairStore, size: int) -> list[dict[str, torch.Tensor]]:
+def validation_crops(store: PairStore, size: int) -> list[dict[str, Any]]:
     """Fixed centre crops (side ``size``, or the largest multiple of 16 that fits).
 
     Returns one dict per pair with ``(1, 1, h, w)`` tensors ``ir``, ``vis`` and
     ``fused:<name>`` for each pseudo-GT source, plus ``stem``.
     """
-    out: list[dict[str, torch.Tensor]] = []
+    out: list[dict[str, Any]] = []
     for i, pair in enumerate(store.pairs):
         h, w = store.ir[i].shape
         ch, cw = min(size, h // 16 * 16), min(size, w // 16 * 16)
@@ -428,10 +396,10 @@ def validation_crops(store: PairStore, size: int) -> list[dict[str, torch.Tensor
         def cut(arr: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(arr[y : y + ch, x : x + cw].astype(np.float32))[None, None]
 
-        item: dict[str, torch.Tensor] = {"ir": cut(store.ir[i]), "vis": cut(store.vis[i])}
+        item: dict[str, Any] = {"ir": cut(store.ir[i]), "vis": cut(store.vis[i])}
         for name, images in store.fused.items():
             item[f"fused:{name}"] = cut(images[i])
-        item["stem"] = pair.stem  # type: ignore[assignment]
+        item["stem"] = pair.stem
         out.append(item)
     return out
 

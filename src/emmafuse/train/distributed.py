@@ -25,7 +25,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError("device 'cuda' requested but CUDA is not available")
-        if device.index is None:
+        index: int | None = device.index  # None for a plain "cuda" (torch's stubs say int)
+        if index is None:
             device = torch.device("cuda", local_rank)
     return device
 
@@ -62,13 +63,6 @@ class DistContext:
         out: list[Any] = [None] * self.world
         dist.all_gather_object(out, obj)
         return out
-
-    def broadcast_object(self, obj: Any) -> Any:
-        if not self.enabled:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
 
     def mean(self, value: float) -> float:
         """Average a Python float over ranks."""

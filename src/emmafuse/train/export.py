@@ -59,8 +59,8 @@ def export_run(run_dir: str | os.PathLike[str], path: str | os.PathLike[str] | N
     final = run / "fuser" / "final"
     state = ckpt_io.load_state(final)
     cfg = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    channels = tuple(state["meta"].get("channels", cfg["fuser"]["channels"]))
-    fuser = UFuser(UFuserConfig(channels=channels, num_heads=int(cfg["fuser"]["num_heads"])))  # type: ignore[arg-type]
+    c1, c2, c3, c4 = (int(c) for c in state["meta"].get("channels", cfg["fuser"]["channels"]))
+    fuser = UFuser(UFuserConfig(channels=(c1, c2, c3, c4), num_heads=int(cfg["fuser"]["num_heads"])))
     fuser.load_state_dict(state["models"]["fuser"])
     steps = {}
     for stage in ("bootstrap", "sensing", "fuser"):

@@ -24,14 +24,18 @@ import math
 import os
 import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from emmafuse.train.data import DataError, PairStore, list_images, read_gray
+from emmafuse.image_io import ImageReadError, read_luma
+from emmafuse.models import UFuser
+from emmafuse.padding import crop, pad_to_network
+from emmafuse.train.data import DataError, PairStore, list_images
 
 __all__ = [
     "PseudoGTSource",
@@ -214,21 +218,28 @@ class FolderPseudoGT(PseudoGTSource):
         path = self._index().get(stem)
         if path is None:
             raise DataError(f"pseudo-GT folder {self.folder} has no image for '{stem}'")
-        img = read_gray(path)
+        try:
+            img = read_luma(path)
+        except ImageReadError as exc:
+            raise DataError(str(exc)) from exc
         if img.shape != tuple(ir.shape[-2:]):
             raise DataError(f"pseudo-GT {path} is {img.shape[1]}x{img.shape[0]}, the pair is {ir.shape[-1]}x{ir.shape[-2]}")
         return torch.from_numpy(img)[None, None].to(ir.device)
 
 
 class FuserPseudoGT(PseudoGTSource):
-    """A U-Fuser (a weights file, or the bootstrap network) fuses the pairs."""
+    """A U-Fuser (a weights file, or the bootstrap network) fuses the pairs.
 
-    def __init__(self, model: torch.nn.Module, name: str = "fuser") -> None:
+    Images are padded to the network's size requirements exactly as :class:`emmafuse.Fuser`
+    pads them (:func:`emmafuse.padding.pad_to_network`), and cropped back.
+    """
+
+    def __init__(self, model: UFuser, name: str = "fuser") -> None:
         self.model = model
         self.name = name
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> "FuserPseudoGT":
+    def from_file(cls, path: str | os.PathLike[str]) -> FuserPseudoGT:
         from emmafuse.checkpoint import build_ufuser, load_ufuser_file
 
         state, config, _ = load_ufuser_file(path)
@@ -236,23 +247,18 @@ class FuserPseudoGT(PseudoGTSource):
 
     @torch.no_grad()
     def fuse(self, ir: torch.Tensor, vis: torch.Tensor, stem: str = "") -> torch.Tensor:
-        from emmafuse.models import SIZE_MULTIPLE
-
-        h, w = ir.shape[-2:]
-        ph, pw = (-h) % SIZE_MULTIPLE, (-w) % SIZE_MULTIPLE
+        req = self.model.size_requirements
         device = next(self.model.parameters()).device
-        a, b = ir.to(device).float(), vis.to(device).float()
-        if ph or pw:
-            a = F.pad(a, (0, pw, 0, ph), mode="reflect")
-            b = F.pad(b, (0, pw, 0, ph), mode="reflect")
+        a, pads = pad_to_network(ir.to(device).float(), req)
+        b, _ = pad_to_network(vis.to(device).float(), req)
         was_training = self.model.training
         self.model.eval()
-        out = self.model(a, b)[..., :h, :w].float()
+        out = crop(self.model(a, b), pads).float()
         self.model.train(was_training)
         return out.to(ir.device)
 
 
-def parse_sources(specs: Sequence[str], bootstrap: torch.nn.Module | None = None) -> list[PseudoGTSource]:
+def parse_sources(specs: Sequence[str], bootstrap: UFuser | None = None) -> list[PseudoGTSource]:
     """Turn spec strings (see module docstring) into sources."""
     sources: list[PseudoGTSource] = []
     for raw in specs:
@@ -310,9 +316,10 @@ def _read_cache(path: Path, store: PairStore) -> list[np.ndarray] | None:
 
 
 def _write_cache(path: Path, images: Sequence[np.ndarray]) -> None:
-    from emmafuse.checkpoint import atomic_write
+    from emmafuse._fs import atomic_write
 
-    arrays = {f"a{i}": np.asarray(img, dtype=np.float16) for i, img in enumerate(images)}
+    # Any: numpy's stub would match the **arrays against savez's allow_pickle flag
+    arrays: dict[str, Any] = {f"a{i}": np.asarray(img, dtype=np.float16) for i, img in enumerate(images)}
 
     def save(tmp: str) -> None:
         with open(tmp, "wb") as fh:
@@ -349,7 +356,7 @@ def fill_pseudo_gt(
             how[source.name] = "cache"
             continue
         results: list[np.ndarray] = []
-        items = range(len(store))
+        items: Iterable[int] = range(len(store))
         if progress:
             from tqdm import tqdm
 

@@ -12,10 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["SensingUNet", "SENSING_MULTIPLE"]
-
-#: Four stride-2 poolings: sides must be multiples of 16.
-SENSING_MULTIPLE = 16
+__all__ = ["SensingUNet"]
 
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:

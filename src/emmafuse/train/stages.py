@@ -1,4 +1,5 @@
-"""One module per training stage whose ``forward`` returns ``(loss, parts)``.
+"""One module per training stage whose ``forward`` returns ``(loss, parts)``, and the
+:class:`StageSpec` that tells the trainer's one loop how to train it.
 
 Wrapping the whole step in one module keeps DDP simple (one forward, one backward per
 step, even though Stage III runs the U-Fuser twice) and lets the trainer treat all
@@ -7,20 +8,73 @@ stages alike.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import nn
 
+from emmafuse.train.data import PatchDataset
 from emmafuse.train.losses import conventional_fusion_loss, gradient_max_loss, l1_gradient_loss, sensing_loss
 from emmafuse.train.transforms import Transform, apply_transforms
 
-__all__ = ["SensingObjective", "BootstrapObjective", "WarmStartObjective", "EquivariantObjective", "freeze"]
+__all__ = [
+    "SensingObjective",
+    "BootstrapObjective",
+    "WarmStartObjective",
+    "EquivariantObjective",
+    "StageSettings",
+    "StageSpec",
+    "freeze",
+]
 
 Parts = dict[str, torch.Tensor]
+M = TypeVar("M", bound=nn.Module)
 
 
-def freeze(module: nn.Module) -> nn.Module:
+class StageSettings(Protocol):
+    """The optimisation settings every stage section of the config has."""
+
+    steps: int
+    batch: int
+    lr: float
+    lr_gamma: float
+    lr_step: int
+
+
+@dataclass
+class StageSpec:
+    """Everything the trainer's loop needs to train one stage.
+
+    Attributes:
+        name: the stage (``sensing``, ``fuser``, ``bootstrap``, ``warm_start``): its folder and seeds.
+        objective: the step module, ``objective(*step_args(batch, gen)) -> (loss, parts)``.
+        modules: what is optimised and checkpointed, by name.
+        settings: steps, batch, learning rate and its schedule (a stage section of the config).
+        dataset: the training patches.
+        step_args: a batch (and the stage's generator) -> the objective's arguments.
+        validate: validation scores of the current weights (run under ``no_grad``).
+        default_lr_step: the schedule period when ``settings.lr_step`` is 0.
+        sync_buffers: DDP: broadcast buffers (BatchNorm statistics) every forward.
+        static_graph: DDP: the set of used parameters never changes (the U-Fuser stages).
+        after_step: called after each optimiser step (weight constraints).
+    """
+
+    name: str
+    objective: nn.Module
+    modules: dict[str, nn.Module]
+    settings: StageSettings
+    dataset: PatchDataset
+    step_args: Callable[[dict[str, torch.Tensor], torch.Generator], tuple[Any, ...]]
+    validate: Callable[[], dict[str, float]]
+    default_lr_step: int
+    sync_buffers: bool = False
+    static_graph: bool = False
+    after_step: Callable[[], None] | None = None
+
+
+def freeze(module: M) -> M:
     """No gradients, eval mode (BatchNorm uses its running statistics)."""
     for p in module.parameters():
         p.requires_grad_(False)

@@ -10,15 +10,24 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from emmafuse.samples import smooth_noise
 
-__all__ = ["synthetic_pair", "write_synthetic_pairs", "tiny_config"]
+if TYPE_CHECKING:
+    from emmafuse.train.config import TrainConfig
+
+__all__ = ["blob_texture_pair", "write_synthetic_pairs", "tiny_config"]
 
 
-def synthetic_pair(seed: int, h: int = 64, w: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """One ``(ir, vis)`` pair of float32 ``(h, w)`` images in [0, 1]."""
+def blob_texture_pair(seed: int, h: int = 64, w: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """One ``(ir, vis)`` pair of float32 ``(h, w)`` images in [0, 1]: warm blobs and textures.
+
+    (The demo scene of :func:`emmafuse.samples.synthetic_pair` is another image: a uint8
+    night street, at least 32x32.)
+    """
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     blobs = np.zeros((h, w))
@@ -51,7 +60,7 @@ def write_synthetic_pairs(
     from PIL import Image
 
     for i in range(n):
-        ir, vis = synthetic_pair(seed * 100_003 + i, h, w)
+        ir, vis = blob_texture_pair(seed * 100_003 + i, h, w)
         Image.fromarray(np.round(ir * 255).astype(np.uint8), "L").save(ir_dir / f"{i:04d}.png")
         v8 = np.round(vis * 255).astype(np.uint8)
         if colour_vis:
@@ -64,7 +73,9 @@ def write_synthetic_pairs(
     return ir_dir, vis_dir
 
 
-def tiny_config(ir_dir: str | os.PathLike[str], vis_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]):
+def tiny_config(
+    ir_dir: str | os.PathLike[str], vis_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]
+) -> TrainConfig:
     """A seconds-long CPU configuration (tiny widths, 32-pixel crops) for smoke tests.
 
     Returns a :class:`~emmafuse.train.config.TrainConfig`; learning rates are raised so a

@@ -1,12 +1,8 @@
 """The training driver: stages, validation, checkpoint/resume, DDP, export.
 
-Run folder layout (``config.out_dir``)::
-
-    config.json                 the TrainConfig of the run
-    log.jsonl                   one JSON record per log/validation event
-    bootstrap/ warm_start/ sensing/ fuser/
-                                per stage: ckpt-NNNNNNN/ (resumable) and final/ (weights)
-    fuser.safetensors           the exported U-Fuser (``emmafuse.load(weights=...)``)
+The run folder (its layout, the start/resume/overwrite rules) is
+:class:`~emmafuse.train.run_folder.RunFolder`; what each stage trains is a
+:class:`~emmafuse.train.stages.StageSpec` run by one loop, :meth:`Trainer._fit`.
 
 Every checkpoint holds models, optimiser, scheduler, step, the CPU/CUDA RNG states and
 each process's transform generator; the data pipeline is a pure function of
@@ -17,14 +13,11 @@ bit-identically on CPU.
 from __future__ import annotations
 
 import contextlib
-import json
-import re
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import nn
@@ -46,11 +39,21 @@ from emmafuse.train.distributed import DistContext, setup
 from emmafuse.train.losses import conventional_fusion_loss, l1_gradient_loss
 from emmafuse.train.pseudo_gt import default_cache_dir, fill_pseudo_gt, parse_sources
 from emmafuse.train.quick_metrics import quick_metrics
+from emmafuse.train.run_folder import RunFolder, RunFolderError
 from emmafuse.train.sensing import SensingUNet
-from emmafuse.train.stages import BootstrapObjective, EquivariantObjective, SensingObjective, WarmStartObjective, freeze
+from emmafuse.train.stages import (
+    BootstrapObjective,
+    EquivariantObjective,
+    SensingObjective,
+    StageSpec,
+    WarmStartObjective,
+    freeze,
+)
 from emmafuse.train.transforms import Transform, TransformGroup, apply_transforms
 
 __all__ = ["Trainer", "StageResult", "RunFolderError", "TrainingHalted", "load_sensing", "VALIDATION_TRANSFORMS"]
+
+M = TypeVar("M", bound=nn.Module)
 
 _STAGE_IDS = {"sensing": 1, "fuser": 2, "bootstrap": 3, "warm_start": 4}
 
@@ -60,10 +63,6 @@ VALIDATION_TRANSFORMS = (
     Transform("rotate", angle=130.0),
     Transform("flip", flip=1),
 )
-
-
-class RunFolderError(ValueError):
-    """The run folder already holds a run (and neither resume nor overwrite was asked)."""
 
 
 @dataclass
@@ -122,7 +121,8 @@ class Trainer:
         self.cfg = config
         self.ctx = dist if dist is not None else setup(config.device)
         self.device = self.ctx.device
-        self.out = Path(config.out_dir)
+        self.run = RunFolder(config.out_dir)
+        self.out = self.run.path
         self.resume = resume
         self._log_fn = log
         self.results: dict[str, StageResult] = {}
@@ -131,7 +131,7 @@ class Trainer:
 
         if config.fuser.init:
             self._adopt_init_config()
-        self._prepare_run_folder(overwrite)
+        self.run.prepare(config, self.ctx, resume=resume, overwrite=overwrite, log=self.log)
 
         d = config.data
         pairs = collect_pairs(d.folder_pairs())
@@ -145,7 +145,7 @@ class Trainer:
         self.filter_stats = self._dataset("fuser", with_fused=False).filter_stats() if d.low_contrast_filter else {}
         if self.ctx.is_main:
             described = {**describe_pairs(self.train_pairs, self.val_pairs), "patch_filter": self.filter_stats}
-            (self.out / "data.json").write_text(json.dumps(described, indent=2) + "\n", encoding="utf-8")
+            self.run.write_data(described)
         self.log(
             f"{len(self.train_pairs)} training pairs, {len(self.val_pairs)} held out for validation; "
             f"device {self.device}, {self.ctx.world} process(es)"
@@ -171,8 +171,7 @@ class Trainer:
 
     def _record(self, record: dict[str, Any]) -> None:
         if self.ctx.is_main:
-            with open(self.out / "log.jsonl", "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record) + "\n")
+            self.run.append_log(record)
 
     def _adopt_init_config(self) -> None:
         from emmafuse.checkpoint import load_ufuser_file
@@ -181,31 +180,7 @@ class Trainer:
         f = self.cfg.fuser
         if tuple(file_cfg.channels) != tuple(f.channels) or file_cfg.num_heads != f.num_heads:
             self.log(f"--init: using the architecture of {f.init}: channels {file_cfg.channels}, {file_cfg.num_heads} heads")
-            f.channels, f.num_heads = tuple(file_cfg.channels), file_cfg.num_heads  # type: ignore[assignment]
-
-    def _prepare_run_folder(self, overwrite: bool) -> None:
-        ours = ["config.json", "data.json", "log.jsonl", "bootstrap", "warm_start", "sensing", "fuser", "fuser.safetensors"]
-        existing = [n for n in ours if (self.out / n).exists()]
-        self.ctx.barrier()  # every process looks before the main one writes
-        if existing and not (self.resume or overwrite):
-            raise RunFolderError(
-                f"{self.out} already holds a training run ({', '.join(existing)}); "
-                "pass --resume to continue it or --overwrite to start again"
-            )
-        if self.ctx.is_main:
-            if overwrite and not self.resume:
-                for name in existing:  # only what this trainer writes
-                    p = self.out / name
-                    shutil.rmtree(p) if p.is_dir() else p.unlink()
-            self.out.mkdir(parents=True, exist_ok=True)
-            old = self.out / "config.json"
-            if self.resume and old.exists():
-                before = TrainConfig.load(old).to_dict()
-                changed = _diff(before, self.cfg.to_dict())
-                if changed:
-                    self.log("resume with changed settings: " + ", ".join(changed))
-            self.cfg.save(old)
-        self.ctx.barrier()
+            f.channels, f.num_heads = file_cfg.channels, file_cfg.num_heads
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.cfg.amp and self.device.type == "cuda":
@@ -218,10 +193,12 @@ class Trainer:
             t = t.contiguous(memory_format=torch.channels_last)
         return t
 
-    def _prep_module(self, m: nn.Module) -> nn.Module:
+    def _prep_module(self, m: M) -> M:
+        """``m`` on the training device (and in channels_last memory format when configured)."""
         m = m.to(self.device)
         if self.cfg.channels_last:
-            m = m.to(memory_format=torch.channels_last)
+            # torch's stubs for Module.to lack memory_format (the runtime takes it)
+            m = cast(M, cast(Any, m).to(memory_format=torch.channels_last))
         return m
 
     def _wrap(self, objective: nn.Module, sync_buffers: bool, static_graph: bool = False) -> nn.Module:
@@ -247,18 +224,10 @@ class Trainer:
 
     # ------------------------------------------------------------ checkpoints
     def stage_dir(self, stage: str) -> Path:
-        return self.out / stage
+        return self.run.stage_dir(stage)
 
     def latest_checkpoint(self, stage: str) -> Path | None:
-        d = self.stage_dir(stage)
-        if not d.is_dir():
-            return None
-        found = [
-            (int(m.group(1)), p)
-            for p in d.iterdir()
-            if (m := re.fullmatch(r"ckpt-(\d+)", p.name)) and (p / ckpt_io.MANIFEST).is_file()
-        ]
-        return max(found)[1] if found else None
+        return self.run.latest_checkpoint(stage)
 
     def _save_checkpoint(
         self, stage: str, step: int, modules: dict[str, nn.Module], opt: torch.optim.Optimizer, sched: Any, gen: torch.Generator
@@ -279,11 +248,9 @@ class Trainer:
                     "generators": list(gens),
                 },
             }
-            path = self.stage_dir(stage) / f"ckpt-{step:07d}"
+            path = self.run.checkpoint_dir(stage, step)
             ckpt_io.save_state(path, state, self.cfg.max_shard_mib << 20)
-            old = sorted(p for p in self.stage_dir(stage).glob("ckpt-*") if p.is_dir() and p != path)
-            for p in old[: max(0, len(old) - (self.cfg.keep_checkpoints - 1))]:
-                shutil.rmtree(p, ignore_errors=True)
+            self.run.prune_checkpoints(stage, path, self.cfg.keep_checkpoints)
         self.ctx.barrier()
 
     def _restore(
@@ -305,7 +272,7 @@ class Trainer:
         return int(state["step"])
 
     def _save_final(self, stage: str, modules: dict[str, nn.Module], meta: dict[str, Any]) -> Path:
-        path = self.stage_dir(stage) / "final"
+        path = self.run.final_dir(stage)
         if self.ctx.is_main:
             state = {"models": {k: m.state_dict() for k, m in modules.items()}, "meta": meta}
             ckpt_io.save_state(path, state, self.cfg.max_shard_mib << 20)
@@ -313,28 +280,18 @@ class Trainer:
         return path
 
     # ------------------------------------------------------------------ loop
-    def _fit(
-        self,
-        stage: str,
-        objective: nn.Module,
-        modules: dict[str, nn.Module],
-        stage_cfg: Any,
-        dataset: PatchDataset,
-        step_args: Callable[[dict[str, torch.Tensor], torch.Generator], tuple[Any, ...]],
-        validate: Callable[[], dict[str, float]],
-        *,
-        default_lr_step: int,
-        broadcast_buffers: bool,
-        halt_after: int | None,
-        static_graph: bool = False,
-        after_step: Callable[[], None] | None = None,
-    ) -> StageResult:
+    def _fit(self, spec: StageSpec, *, halt_after: int | None = None) -> StageResult:
+        """Train one stage: optimiser, schedule, resume, the step loop, logs, validation, checkpoints.
+
+        ``halt_after``: stop after this step (checkpointing first), as if interrupted.
+        """
         cfg = self.cfg
-        steps = stage_cfg.steps
+        stage, objective, modules, settings = spec.name, spec.objective, spec.modules, spec.settings
+        steps = settings.steps
         params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
-        opt = torch.optim.Adam(params, lr=stage_cfg.lr)
-        lr_step = stage_cfg.lr_step or max(1, default_lr_step)
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_step, gamma=stage_cfg.lr_gamma)
+        opt = torch.optim.Adam(params, lr=settings.lr)
+        lr_step = settings.lr_step or max(1, spec.default_lr_step)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_step, gamma=settings.lr_gamma)
         gen = torch.Generator().manual_seed(_stage_seed(cfg.seed, stage, self.ctx.rank))
         result = StageResult(stage)
         start = 0
@@ -343,11 +300,11 @@ class Trainer:
             start = self._restore(ckpt, modules, opt, sched, gen)
             self.log(f"{stage}: resumed from {ckpt} at step {start}")
         result.start_step = start
-        wrapped = self._wrap(objective, broadcast_buffers, static_graph)
+        wrapped = self._wrap(objective, spec.sync_buffers, spec.static_graph)
         objective.train()
         loader = make_loader(
-            dataset,
-            stage_cfg.batch,
+            spec.dataset,
+            settings.batch,
             start,
             steps,
             rank=self.ctx.rank,
@@ -368,13 +325,13 @@ class Trainer:
             for step, batch in zip(range(start, steps), loader):
                 batch = {k: self._to_device(v) for k, v in batch.items()}
                 with self._autocast():
-                    loss, parts = wrapped(*step_args(batch, gen))
+                    loss, parts = wrapped(*spec.step_args(batch, gen))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
-                if after_step is not None:
-                    after_step()
+                if spec.after_step is not None:
+                    spec.after_step()
                 names = ["loss", *parts]
                 # no .item() here: a host sync per step would stall an overhead-bound GPU
                 running.append(torch.stack([loss.detach().float(), *(p.float() for p in parts.values())]))
@@ -394,7 +351,7 @@ class Trainer:
                     if self.ctx.is_main:
                         objective.eval()
                         with torch.no_grad(), self._autocast():
-                            val = validate()
+                            val = spec.validate()
                         objective.train()
                         if val:
                             record = {"stage": stage, "step": done, "validation": val}
@@ -449,14 +406,15 @@ class Trainer:
             state, ucfg, _ = load_ufuser_file(f.init)
             fuser = build_ufuser(state, ucfg, source=f.init).train()
         else:
-            fuser = UFuser(UFuserConfig(channels=tuple(f.channels), num_heads=f.num_heads))  # type: ignore[arg-type]
+            c1, c2, c3, c4 = f.channels  # a list too, when set from Python
+            fuser = UFuser(UFuserConfig(channels=(c1, c2, c3, c4), num_heads=f.num_heads))
             if self.cfg.up_init == "bilinear":
                 init_upsampling_bilinear(fuser, generator=torch.Generator().manual_seed(_stage_seed(self.cfg.seed, stage)))
         fuser.fast.train_folds = self.cfg.folded_training
         return fuser
 
     def _final_exists(self, stage: str) -> bool:
-        return self.resume and (self.stage_dir(stage) / "final" / ckpt_io.MANIFEST).is_file()
+        return self.resume and self.run.has_final(stage)
 
     def train_bootstrap(self, halt_after: int | None = None) -> UFuser:
         """Train (or reload) the conventional-loss U-Fuser used by the ``bootstrap`` source."""
@@ -464,7 +422,7 @@ class Trainer:
             return self._bootstrap
         fuser = self._prep_module(self._new_fuser("bootstrap"))
         if self._final_exists("bootstrap"):
-            fuser.load_state_dict(ckpt_io.load_state(self.stage_dir("bootstrap") / "final")["models"]["fuser"])
+            fuser.load_state_dict(ckpt_io.load_state(self.run.final_dir("bootstrap"))["models"]["fuser"])
             self.log("bootstrap: reusing the finished stage")
         else:
             objective = BootstrapObjective(fuser)
@@ -480,12 +438,12 @@ class Trainer:
                     total += conventional_fusion_loss(fuser(ir, vis), ir, vis).item()
                 return {"val_loss": total / len(val)}
 
-            res = self._fit(
+            spec = StageSpec(
                 "bootstrap", objective, {"fuser": fuser}, self.cfg.bootstrap, dataset,
                 lambda b, g: (b["ir"], b["vis"]), validate,
-                default_lr_step=self.cfg.bootstrap.steps, broadcast_buffers=False, halt_after=halt_after,
-                static_graph=True,
+                default_lr_step=self.cfg.bootstrap.steps, sync_buffers=False, static_graph=True,
             )
+            res = self._fit(spec, halt_after=halt_after)
             if res.steps < self.cfg.bootstrap.steps:
                 raise TrainingHalted("bootstrap", res.steps)
             self._save_final("bootstrap", {"fuser": fuser}, {"stage": "bootstrap", "steps": res.steps})
@@ -504,7 +462,7 @@ class Trainer:
             return self._warm
         fuser = self._prep_module(self._new_fuser("warm_start"))
         if self._final_exists("warm_start"):
-            fuser.load_state_dict(ckpt_io.load_state(self.stage_dir("warm_start") / "final")["models"]["fuser"])
+            fuser.load_state_dict(ckpt_io.load_state(self.run.final_dir("warm_start"))["models"]["fuser"])
             self.log("warm_start: reusing the finished stage")
             self._warm = fuser
             return fuser
@@ -516,12 +474,13 @@ class Trainer:
         def validate() -> dict[str, float]:
             return self._validate_fuser(fuser, None, None, val)
 
-        res = self._fit(
+        spec = StageSpec(
             "warm_start", objective, {"fuser": fuser}, w, dataset,
             lambda b, g: (b["ir"], b["vis"], b["fused"]), validate,
-            default_lr_step=w.steps // 3, broadcast_buffers=False, halt_after=halt_after, static_graph=True,
+            default_lr_step=w.steps // 3, sync_buffers=False, static_graph=True,
             after_step=self._upsampling_constraint(fuser),
         )
+        res = self._fit(spec, halt_after=halt_after)
         if res.steps < w.steps:
             raise TrainingHalted("warm_start", res.steps)
         self._save_final("warm_start", {"fuser": fuser}, {"stage": "warm_start", "steps": res.steps, "target": w.target})
@@ -548,16 +507,16 @@ class Trainer:
             sources=sources,
         )
 
-    def _val_crops(self) -> list[dict[str, torch.Tensor]]:
+    def _val_crops(self) -> list[dict[str, Any]]:
         return validation_crops(self.val_store, self.cfg.data.val_crop) if self.val_store is not None else []
 
     def train_sensing(self, halt_after: int | None = None) -> tuple[SensingUNet, SensingUNet]:
         """Stage II: fit A_i, A_v on pseudo ground truth, save them to ``sensing/final``; returns them frozen."""
-        final = self.stage_dir("sensing") / "final"
+        final = self.run.final_dir("sensing")
         if self._final_exists("sensing"):
             self.log("sensing: reusing the finished stage")
             a_i, a_v = load_sensing(final, self.device)
-            return self._prep_module(a_i), self._prep_module(a_v)  # type: ignore[return-value]
+            return self._prep_module(a_i), self._prep_module(a_v)
         self._ensure_pseudo_gt()
         s = self.cfg.sensing
         torch.manual_seed(_stage_seed(self.cfg.seed, "sensing"))
@@ -586,12 +545,13 @@ class Trainer:
                         count += 1
             return {"val_l1_ir": li / count, "val_l1_vis": lv / count, "val_l1": (li + lv) / count}
 
-        res = self._fit(
+        spec = StageSpec(
             "sensing", objective, {"a_i": a_i, "a_v": a_v}, s, dataset,
             lambda b, g: (b["fused"], b["ir"], b["vis"]), validate,
-            default_lr_step=s.steps // 4, broadcast_buffers=True, halt_after=halt_after,
+            default_lr_step=s.steps // 4, sync_buffers=True,
             after_step=self._upsampling_constraint(a_i, a_v),
         )
+        res = self._fit(spec, halt_after=halt_after)
         if res.steps < s.steps:
             raise TrainingHalted("sensing", res.steps)
         self._recalibrate_batchnorm(objective, dataset, s.batch, start=s.steps)
@@ -603,7 +563,7 @@ class Trainer:
             self.log("sensing after BatchNorm re-estimation: " + ", ".join(f"{k}={v:.4g}" for k, v in after.items()))
         meta = {"stage": "sensing", "steps": res.steps, "base": s.base, "loss": s.loss, "pseudo_gt": list(s.pseudo_gt)}
         self._save_final("sensing", {"a_i": a_i, "a_v": a_v}, meta)
-        return freeze(a_i), freeze(a_v)  # type: ignore[return-value]
+        return freeze(a_i), freeze(a_v)
 
     @torch.no_grad()
     def _recalibrate_batchnorm(self, objective: SensingObjective, dataset: PatchDataset, batch: int, start: int) -> None:
@@ -636,8 +596,9 @@ class Trainer:
                 import torch.distributed as dist
 
                 for buf in (m.running_mean, m.running_var):
-                    dist.all_reduce(buf)
-                    buf /= self.ctx.world
+                    if buf is not None:  # always, with tracked statistics
+                        dist.all_reduce(buf)
+                        buf /= self.ctx.world
         for net in nets:
             net.eval()
 
@@ -651,7 +612,9 @@ class Trainer:
             halt_after: stop after this step (checkpointing first), as if interrupted.
         """
         if sensing is None:
-            sensing = self.stage_dir("sensing") / "final"
+            sensing = self.run.final_dir("sensing")
+        a_i: nn.Module
+        a_v: nn.Module
         if isinstance(sensing, (str, Path)):
             a_i, a_v = load_sensing(sensing, self.device)
         else:
@@ -660,9 +623,9 @@ class Trainer:
         f = self.cfg.fuser
         fuser = self._prep_module(self._new_fuser("fuser"))
         if self._final_exists("fuser"):
-            fuser.load_state_dict(ckpt_io.load_state(self.stage_dir("fuser") / "final")["models"]["fuser"])
+            fuser.load_state_dict(ckpt_io.load_state(self.run.final_dir("fuser"))["models"]["fuser"])
             self.log("fuser: reusing the finished stage")
-            return fuser.eval()  # type: ignore[return-value]
+            return fuser.eval()
         warm = self.train_warm_start()
         if warm is not None:
             fuser.load_state_dict(warm.state_dict())
@@ -686,19 +649,20 @@ class Trainer:
         def validate() -> dict[str, float]:
             return self._validate_fuser(fuser, a_i, a_v, val)
 
-        res = self._fit(
+        spec = StageSpec(
             "fuser", objective, {"fuser": fuser}, f, dataset, step_args, validate,
-            default_lr_step=f.steps // 6, broadcast_buffers=False, halt_after=halt_after, static_graph=True,
+            default_lr_step=f.steps // 6, sync_buffers=False, static_graph=True,
             after_step=self._upsampling_constraint(fuser),
         )
+        res = self._fit(spec, halt_after=halt_after)
         if res.steps < f.steps:
             raise TrainingHalted("fuser", res.steps)
         meta = {"stage": "fuser", "steps": res.steps, "channels": list(fuser.config.channels)}
         self._save_final("fuser", {"fuser": fuser}, meta)
-        return fuser.eval()  # type: ignore[return-value]
+        return fuser.eval()
 
     def _validate_fuser(
-        self, fuser: nn.Module, a_i: nn.Module | None, a_v: nn.Module | None, val: list[dict[str, torch.Tensor]]
+        self, fuser: nn.Module, a_i: nn.Module | None, a_v: nn.Module | None, val: list[dict[str, Any]]
     ) -> dict[str, float]:
         """EN, SD, AG, MI, VIF, Qabf and the grid ratio of the fused crops; with sensing nets also
         their L1s, the equivariance L1 for fixed transforms and the unweighted total."""
@@ -759,15 +723,3 @@ class TrainingHalted(RuntimeError):
     def __init__(self, stage: str, step: int) -> None:
         super().__init__(f"{stage} halted at step {step}")
         self.stage, self.step = stage, step
-
-
-def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(a) | set(b)):
-        x, y = a.get(key), b.get(key)
-        name = f"{prefix}{key}"
-        if isinstance(x, dict) and isinstance(y, dict):
-            out += _diff(x, y, name + ".")
-        elif x != y:
-            out.append(f"{name}: {x!r} -> {y!r}")
-    return out

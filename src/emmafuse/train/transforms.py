@@ -70,6 +70,8 @@ class Transform:
             sx, tx = (-1, w - 1) if self.flip & 1 else (1, 0)
             sy, ty = (-1, h - 1) if self.flip & 2 else (1, 0)
             return [[sx, 0, tx], [0, sy, ty]]
+        c: float
+        s: float
         if self.kind == "rot90":
             k = self.k % 4
             if k % 2 and h != w:

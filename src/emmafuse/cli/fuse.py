@@ -1,8 +1,4 @@
-"""The ``emmafuse`` command line (``python -m emmafuse`` is the same).
-
-Sub-commands: ``fuse`` (files or folders), ``demo`` (built-in synthetic pair), ``models``,
-and those contributed by other modules (``eval``, ``convert``, ``bench``, ``train``).
-``train`` is imported only when used, so inference never loads the training code.
+"""``emmafuse fuse`` (files or folders), ``emmafuse demo`` and ``emmafuse models``.
 
 Every command checks its outputs before any work (see :mod:`emmafuse.outputs`): an output that
 is one of the inputs, or that cannot be written, is a one-line error with exit code 2.
@@ -11,94 +7,23 @@ is one of the inputs, or that cannot be written, is a one-line error with exit c
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib
 import os
 import sys
-import warnings
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "build_parser"]
+from emmafuse.cli._common import (
+    CliError,
+    add_runtime_options,
+    add_tile_options,
+    as_cli_error,
+    fuse_kwargs,
+    load_fuser,
+)
 
-# (module, function) pairs that add sub-commands; missing modules are skipped quietly.
-_EXTENSIONS = [
-    ("emmafuse.evaluation", "add_eval_command"),
-    ("emmafuse.convert", "add_convert_command"),
-    ("emmafuse.bench", "add_bench_command"),
-]
-
-
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit code 2."""
+__all__ = ["add_demo_command", "add_fuse_command", "add_models_command"]
 
 
-def _add_runtime_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", help="weights file (.safetensors) or released model name (default: the built-in model)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="compute precision")
-    p.add_argument(
-        "--output-range",
-        default="clamp",
-        choices=["clamp", "minmax"],
-        help="clamp: keep the network output; minmax: stretch each image (paper protocol)",
-    )
-
-
-def _tile_option(text: str) -> int | str:
-    """'auto' or an integer; the range rules live in emmafuse.tiling.check_tile_options."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a tile side in pixels, got {text!r}") from None
-
-
-def _add_tile_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--tile",
-        type=_tile_option,
-        default=None,
-        help="tile side in pixels or 'auto' (default: whole images, tiled only when they do not fit in memory)",
-    )
-    p.add_argument("--tile-overlap", type=int, default=None, help="overlap of neighbouring tiles in pixels (default 64)")
-
-
-def _load_fuser(args: argparse.Namespace) -> Any:
-    import emmafuse
-
-    try:
-        return emmafuse.load(args.weights, device=args.device, dtype=args.dtype)
-    except (emmafuse.WeightsError, ValueError) as exc:
-        raise CliError(str(exc)) from exc
-
-
-def _fuse_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    from emmafuse.tiling import DEFAULT_OVERLAP, check_tile_options
-
-    kwargs: dict[str, Any] = {"output_range": args.output_range}
-    for name in ("tile", "tile_overlap"):
-        if getattr(args, name, None) is not None:
-            kwargs[name] = getattr(args, name)
-    try:  # validate once, before any pair is read (folder mode would otherwise skip every pair)
-        check_tile_options(kwargs.get("tile"), kwargs.get("tile_overlap", DEFAULT_OVERLAP))
-    except ValueError as exc:
-        raise CliError(str(exc)) from exc
-    return kwargs
-
-
-@contextlib.contextmanager
-def _as_cli_error() -> Iterator[None]:
-    """Turn the library's one-line ``ValueError`` s (bad paths, suffixes) into exit code 2."""
-    try:
-        yield
-    except ValueError as exc:
-        raise CliError(str(exc)) from exc
-
-
-# --------------------------------------------------------------------------- fuse
 def _output_file(output: str, stem: str) -> Path:
     """``-o`` of a single image: a file, or ``<folder>/<stem>.png`` for an existing folder or a
     path ending in a separator (``-o out/``)."""
@@ -114,10 +39,10 @@ def _fuse_files(args: argparse.Namespace, kwargs: dict[str, Any]) -> int:
     from emmafuse.outputs import check_output_file
 
     out = _output_file(args.output, Path(args.ir).stem)
-    with _as_cli_error():  # before loading weights or reading images
+    with as_cli_error():  # before loading weights or reading images
         output_format(out)
         check_output_file(out, [args.ir, args.vis], overwrite=args.overwrite)
-    fuser = _load_fuser(args)
+    fuser = load_fuser(args)
     try:
         ir, vis = read_image(args.ir), read_image(args.vis)
         fused = fuser.fuse(ir, vis, **kwargs)
@@ -143,7 +68,7 @@ def _output_folder(args: argparse.Namespace) -> tuple[Path, str]:
             f"folder mode writes one image per pair into a folder, but -o {out_dir} looks like a file name; "
             f"give a folder (e.g. -o {out_dir.with_suffix('')}) and --ext for the format"
         )
-    with _as_cli_error():
+    with as_cli_error():
         return out_dir, normalize_suffix(args.ext)
 
 
@@ -154,7 +79,7 @@ def _fuse_folders(args: argparse.Namespace, kwargs: dict[str, Any]) -> int:
     from emmafuse.outputs import check_not_inputs, check_output_folder
 
     out_dir, ext = _output_folder(args)
-    with _as_cli_error():
+    with as_cli_error():
         found = pair_folders(args.ir_dir, args.vis_dir, roles=("--ir-dir", "--vis-dir"))
         if not found.pairs:
             raise CliError(f"no pairs with matching names in {args.ir_dir} and {args.vis_dir}")
@@ -163,10 +88,11 @@ def _fuse_folders(args: argparse.Namespace, kwargs: dict[str, Any]) -> int:
         check_not_inputs(targets, [f for _, a, b in found.pairs for f in (a, b)])  # links into the sources
     todo = [(pair, target) for pair, target in zip(found.pairs, targets) if args.overwrite or not target.exists()]
     kept = len(found.pairs) - len(todo)
-    fuser = _load_fuser(args) if todo else None  # nothing left to fuse: no need for weights
+    fuser = load_fuser(args) if todo else None  # nothing left to fuse: no need for weights
     out_dir.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
     for (stem, ir_path, vis_path), target in tqdm(todo, desc="fusing", unit="pair", disable=args.quiet):
+        assert fuser is not None  # todo is not empty
         try:
             fused = fuser.fuse(read_image(ir_path), read_image(vis_path), **kwargs)
             write_image(target, fused)
@@ -192,11 +118,10 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
             raise CliError("folder mode needs both --ir-dir and --vis-dir and no positional files")
     elif not (args.ir and args.vis):
         raise CliError("give IR and VIS files, or --ir-dir and --vis-dir")
-    kwargs = _fuse_kwargs(args)
+    kwargs = fuse_kwargs(args)
     return _fuse_folders(args, kwargs) if folder_mode else _fuse_files(args, kwargs)
 
 
-# --------------------------------------------------------------------------- demo
 def _cmd_demo(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -205,11 +130,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from emmafuse.samples import synthetic_pair
 
     out = _output_file(args.output, "emmafuse_demo")
-    with _as_cli_error():
+    with as_cli_error():
         output_format(out)
         check_output_file(out)
-    kwargs = _fuse_kwargs(args)
-    fuser = _load_fuser(args)
+    kwargs = fuse_kwargs(args)
+    fuser = load_fuser(args)
     ir, vis = synthetic_pair(seed=args.seed)
     fused = fuser.fuse(ir, vis, **kwargs)
     gap = np.full((ir.shape[0], 4, 3), 255, np.uint8)
@@ -223,9 +148,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    import emmafuse
+    from emmafuse.weights import list_models
 
-    models = emmafuse.list_models(include_unreleased=True)
+    models = list_models(include_unreleased=True)
     if not models:
         print("no models are listed in this build")
         return 0
@@ -237,14 +162,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- parser
-def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    from emmafuse import __version__
-
-    parser = argparse.ArgumentParser(prog="emmafuse", description="Multi-modality image fusion (EMMA U-Fuser).")
-    parser.add_argument("--version", action="version", version=f"emmafuse {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def add_fuse_command(sub: Any) -> None:
     p = sub.add_parser("fuse", help="fuse an image pair or two folders of pairs")
     p.add_argument("ir", nargs="?", help="infrared / CT / PET / SPECT image")
     p.add_argument("vis", nargs="?", help="visible / MRI image")
@@ -265,78 +183,20 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "mode, keeps existing outputs and fuses only the missing ones",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    _add_runtime_options(p)
-    _add_tile_options(p)
+    add_runtime_options(p)
+    add_tile_options(p)
     p.set_defaults(func=_cmd_fuse)
 
+
+def add_demo_command(sub: Any) -> None:
     p = sub.add_parser("demo", help="fuse the built-in synthetic example and write IR | VIS | fused")
     p.add_argument("-o", "--output", default="emmafuse_demo.png", help="output image (default emmafuse_demo.png; a folder gets emmafuse_demo.png inside)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic scene")
-    _add_runtime_options(p)
-    _add_tile_options(p)
+    add_runtime_options(p)
+    add_tile_options(p)
     p.set_defaults(func=_cmd_demo)
 
+
+def add_models_command(sub: Any) -> None:
     p = sub.add_parser("models", help="list the released models")
     p.set_defaults(func=_cmd_models)
-
-    for module_name, function_name in _EXTENSIONS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        getattr(module, function_name)(sub)
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["train"]:
-        try:
-            from emmafuse.train.cli import add_train_command
-        except ModuleNotFoundError as exc:
-            raise CliError(f"'emmafuse train' needs the training extra: pip install 'emmafuse[train]' ({exc})") from exc
-        add_train_command(sub)
-    else:
-        sub.add_parser("train", help="train or fine-tune (pip install 'emmafuse[train]'; see 'emmafuse train -h')")
-    return parser
-
-
-def _show_warning(message: Any, category: type[Warning], *_: Any, **__: Any) -> None:
-    """Warnings on the command line: one line each, without the source line of the library."""
-    print(f"emmafuse: warning: {message}", file=sys.stderr)
-
-
-def _silence_stdout() -> None:
-    """After a closed pipe (``emmafuse ... | head``): drop what is left instead of a traceback at exit."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-
-
-def _run(argv: list[str]) -> int:
-    try:
-        parser = build_parser(argv)
-        args = parser.parse_args(argv)
-        if not getattr(args, "func", None):
-            parser.print_help()
-            return 0 if not argv else 2
-        return int(args.func(args) or 0)
-    except CliError as exc:
-        print(f"emmafuse: error: {exc}", file=sys.stderr)
-        return 2
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``emmafuse`` console script; returns the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        with warnings.catch_warnings():
-            warnings.showwarning = _show_warning
-            code = _run(argv)
-        sys.stdout.flush()  # a closed pipe shows up here, still inside this handler
-        return code
-    except BrokenPipeError:
-        _silence_stdout()
-        return 141  # 128 + SIGPIPE, what a shell reports for a program cut off by `| head`
-    except KeyboardInterrupt:
-        print("emmafuse: interrupted", file=sys.stderr)
-        return 130

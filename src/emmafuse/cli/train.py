@@ -1,8 +1,9 @@
 """``emmafuse train ...``: the command-line front end of :mod:`emmafuse.train`.
 
 The main ``emmafuse`` CLI imports this module only when the user runs ``emmafuse train``
-and calls :func:`add_train_command`. ``python -m emmafuse.train`` (and
-``torchrun ... -m emmafuse.train``) run the same commands without the main CLI.
+and calls :func:`add_train_command`; it imports :mod:`emmafuse.train` only inside the commands.
+``python -m emmafuse.train`` (and ``torchrun ... -m emmafuse.train``) run the same commands
+without the main CLI (:func:`main`).
 """
 
 from __future__ import annotations
@@ -10,9 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from emmafuse.cli._common import CliError, run_command
+
+if TYPE_CHECKING:
+    from emmafuse.train.config import TrainConfig
+    from emmafuse.train.trainer import Trainer
 
 __all__ = ["add_train_command", "build_parser", "main"]
 
@@ -103,9 +110,12 @@ def add_train_command(subparsers: Any) -> argparse.ArgumentParser:
     return train
 
 
-def _build_config(args: argparse.Namespace):  # -> TrainConfig
-    from emmafuse.train.config import ConfigError, TrainConfig
+def _error(message: str) -> CliError:
+    return CliError(message, command="train")
 
+
+def _build_config(args: argparse.Namespace) -> TrainConfig:
+    from emmafuse.train.config import ConfigError, TrainConfig
     from emmafuse.train.recipes import config_from_recipe
 
     cfg = config_from_recipe(args.recipe) if args.recipe else TrainConfig()
@@ -142,7 +152,7 @@ def _build_config(args: argparse.Namespace):  # -> TrainConfig
     return cfg
 
 
-def _check_before_run_folder(cfg: Any, export: Path | None) -> None:
+def _check_before_run_folder(cfg: TrainConfig, export: Path | None) -> None:
     """Data and outputs are checked before the Trainer creates the run folder.
 
     A run that fails here leaves no ``config.json`` behind, so its corrected rerun is not
@@ -163,12 +173,13 @@ def _check_before_run_folder(cfg: Any, export: Path | None) -> None:
         raise ConfigError(str(exc)) from exc
 
 
-def _run(args: argparse.Namespace, action: Any) -> int:
-    from emmafuse.checkpoint import WeightsError
+def _run(args: argparse.Namespace, action: Callable[[Trainer], object]) -> int:
+    from emmafuse.errors import WeightsError
     from emmafuse.train.ckpt_io import CheckpointError
     from emmafuse.train.config import ConfigError
     from emmafuse.train.data import DataError
-    from emmafuse.train.trainer import RunFolderError, Trainer
+    from emmafuse.train.run_folder import RunFolderError
+    from emmafuse.train.trainer import Trainer
 
     trainer = None
     try:
@@ -178,8 +189,7 @@ def _run(args: argparse.Namespace, action: Any) -> int:
         action(trainer)
         return 0
     except (ConfigError, DataError, RunFolderError, CheckpointError, WeightsError, FileNotFoundError) as exc:
-        print(f"emmafuse train: error: {exc}", file=sys.stderr)
-        return 2
+        raise _error(str(exc)) from exc
     except KeyboardInterrupt:
         print("emmafuse train: interrupted; continue with --resume", file=sys.stderr)
         return 130
@@ -197,7 +207,7 @@ def _cmd_sensing(args: argparse.Namespace) -> int:
 
 
 def _cmd_fuser(args: argparse.Namespace) -> int:
-    def action(t: Any) -> None:
+    def action(t: Trainer) -> None:
         t.train_fuser(args.sensing)
         print(t.export(args.export))
 
@@ -212,14 +222,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     try:
         check_output_file(args.to if args.to is not None else args.out / "fuser.safetensors", what="--to file")
     except OutputError as exc:  # before reading the checkpoint
-        print(f"emmafuse train: error: {exc}", file=sys.stderr)
-        return 2
+        raise _error(str(exc)) from exc
     try:
         print(export_run(args.out, args.to))
-        return 0
     except (CheckpointError, FileNotFoundError) as exc:
-        print(f"emmafuse train: error: {exc} (has the fuser stage finished?)", file=sys.stderr)
-        return 2
+        raise _error(f"{exc} (has the fuser stage finished?)") from exc
+    return 0
 
 
 def _cmd_defaults(args: argparse.Namespace) -> int:
@@ -229,8 +237,7 @@ def _cmd_defaults(args: argparse.Namespace) -> int:
     try:
         cfg = config_from_recipe(args.recipe) if args.recipe else TrainConfig()
     except ConfigError as exc:
-        print(f"emmafuse train: error: {exc}", file=sys.stderr)
-        return 2
+        raise _error(str(exc)) from exc
     print(json.dumps(cfg.to_dict(), indent=2))
     return 0
 
@@ -257,5 +264,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if not args_list or args_list[0] != "train":
         args_list.insert(0, "train")
-    args = build_parser().parse_args(args_list)
-    return int(args.func(args))
+    return run_command(build_parser().parse_args(args_list))

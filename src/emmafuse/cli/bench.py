@@ -1,0 +1,101 @@
+"""``emmafuse bench``: throughput of the installed fuser on this machine (:mod:`emmafuse.bench`).
+
+Without pretrained weights installed locally (the benchmark never downloads), or with
+``--random``, it times seeded random weights and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from emmafuse.cli._common import as_cli_error
+
+if TYPE_CHECKING:
+    from emmafuse.fuser import Fuser
+
+__all__ = ["add_bench_command", "parse_sizes"]
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """``"640x480,1920x1080"`` -> ``[(480, 640), (1080, 1920)]`` as (height, width)."""
+    sizes = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        try:
+            w, h = (int(v) for v in part.split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"sizes are WIDTHxHEIGHT, comma-separated; got {part!r}") from None
+        if w < 1 or h < 1:
+            raise argparse.ArgumentTypeError(f"size {part!r} must be positive")
+        sizes.append((h, w))
+    if not sizes:
+        raise argparse.ArgumentTypeError("give at least one size, e.g. 640x480")
+    return sizes
+
+
+def add_bench_command(subparsers: Any) -> None:
+    p = subparsers.add_parser("bench", help="measure fusion speed on this machine (ms/image, images/s)")
+    p.add_argument("--weights", help="weights file or released model name (default: the installed model, else random)")
+    p.add_argument("--random", action="store_true", help="use seeded random weights (speed only)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="compute precision")
+    p.add_argument("--sizes", type=parse_sizes, default=parse_sizes("640x480,1920x1080"), help="WIDTHxHEIGHT list (default 640x480,1920x1080)")
+    p.add_argument("--batch", type=int, default=1, help="images per network call (default 1)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per size; the median is reported (default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--tile", default=None, help="tile option passed to fuse() ('auto' or a side in pixels)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network first (slow start)")
+    p.add_argument("--cuda-graphs", action="store_true", help="replay CUDA graphs (CUDA only)")
+    p.add_argument("--no-end-to-end", dest="end_to_end", action="store_false", help="time only the network")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _load(args: argparse.Namespace) -> Fuser:
+    from emmafuse.bench import random_fuser
+    from emmafuse.errors import WeightsError
+    from emmafuse.loading import load
+
+    if not args.random:
+        try:
+            return load(args.weights, device=args.device, dtype=args.dtype, local_files_only=True)
+        except WeightsError as exc:
+            if args.weights is not None:  # asked for these weights: say what is wrong
+                raise
+            # nothing installed locally (the benchmark never downloads): time random weights
+            print(f"note: no installed pretrained weights ({str(exc).splitlines()[0]})")
+    return random_fuser(args.device, args.dtype)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from emmafuse.bench import check_counts, run_bench
+
+    with as_cli_error():  # WeightsError and bad counts or options are ValueErrors
+        check_counts(args.batch, args.repeats, args.warmup)  # before loading anything
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        fuser = _load(args)
+        if args.compile:
+            fuser.compile()
+        if args.cuda_graphs:
+            fuser.use_cuda_graphs()
+        tile = args.tile
+        if tile is not None and tile != "auto":
+            tile = int(tile)
+        run_bench(
+            fuser,
+            args.sizes,
+            batch=args.batch,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            tile=tile,
+            end_to_end=args.end_to_end,
+            out=lambda line: print(line, flush=True),
+        )
+    return 0
+
