@@ -33,6 +33,8 @@ def _find(folder: Path, stem: str) -> Path:
 
 
 def _as_rgb(a: np.ndarray) -> np.ndarray:
+    if a.ndim == 3 and a.shape[2] < 3:  # gray (+ alpha)
+        a = a[..., 0]
     return np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a[..., :3]
 
 
@@ -45,7 +47,10 @@ def pixel_max(ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
         return torch.from_numpy(x.astype(np.float32) / 255)[None, None] if x.ndim == 2 else ycc(x)[:, :1]
 
     y = torch.maximum(luma(ir), luma(vis))
-    colour = vis if vis.ndim == 3 else ir if ir.ndim == 3 else None
+    def is_colour(x: np.ndarray) -> bool:  # gray stored as RGB is gray (emmafuse's rule)
+        return x.ndim == 3 and x.shape[2] >= 3 and not (np.array_equal(x[..., 0], x[..., 1]) and np.array_equal(x[..., 1], x[..., 2]))
+
+    colour = vis if is_colour(vis) else ir if is_colour(ir) else None
     if colour is None:
         return np.round(y[0, 0].numpy() * 255).astype(np.uint8)
     planes = ycc(colour)

@@ -202,9 +202,12 @@ def test_fuser_with_fast_paths_off_matches_on(parity_model):
 
 # ----------------------------------------------------------------------------- bench command
 def test_bench_command_without_weights_uses_labelled_random_weights(capsys, monkeypatch):
+    from emmafuse import weights
     from emmafuse.cli import main
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # a build without pretrained weights (the shipped ones are replaced by an empty manifest)
+    monkeypatch.setattr(weights, "read_manifest", lambda: {"default": None, "models": {}})
     code = main(["bench", "--sizes", "48x32", "--batch", "2", "--repeats", "1", "--warmup", "0", "--device", "cpu"])
     out = capsys.readouterr().out
     assert code == 0
