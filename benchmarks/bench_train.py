@@ -95,12 +95,10 @@ def ours_step_fn(
     return step
 
 
-def warm_start_step_fn(device: torch.device, batch: int, crop: int, amp: bool, folded: bool) -> Callable[[], None]:
-    torch.manual_seed(0)
-    fuser = UFuser().to(device).train()
-    fuser.fast.train_folds = folded
-    objective = WarmStartObjective(fuser)
-    opt = torch.optim.Adam(fuser.parameters(), lr=1e-3)
+def _three_input_step(objective: torch.nn.Module, params: list[torch.nn.Parameter], lr: float, device: torch.device,
+                      batch: int, crop: int, amp: bool) -> Callable[[], None]:
+    """One optimiser step of an objective taking three (batch, 1, crop, crop) tensors."""
+    opt = torch.optim.Adam(params, lr=lr)
     x = [torch.rand(batch, 1, crop, crop, device=device) for _ in range(3)]
 
     def step() -> None:
@@ -111,23 +109,20 @@ def warm_start_step_fn(device: torch.device, batch: int, crop: int, amp: bool, f
         opt.step()
 
     return step
+
+
+def warm_start_step_fn(device: torch.device, batch: int, crop: int, amp: bool, folded: bool) -> Callable[[], None]:
+    torch.manual_seed(0)
+    fuser = UFuser().to(device).train()
+    fuser.fast.train_folds = folded
+    return _three_input_step(WarmStartObjective(fuser), list(fuser.parameters()), 1e-3, device, batch, crop, amp)
 
 
 def sensing_step_fn(device: torch.device, batch: int, crop: int, amp: bool, base: int) -> Callable[[], None]:
     torch.manual_seed(0)
     a_i, a_v = SensingUNet(base).to(device), SensingUNet(base).to(device)
-    objective = SensingObjective(a_i, a_v, "l1")
-    opt = torch.optim.Adam(list(a_i.parameters()) + list(a_v.parameters()), lr=1e-4)
-    x = [torch.rand(batch, 1, crop, crop, device=device) for _ in range(3)]
-
-    def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss, _ = objective(*x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step
+    params = list(a_i.parameters()) + list(a_v.parameters())
+    return _three_input_step(SensingObjective(a_i, a_v, "l1"), params, 1e-4, device, batch, crop, amp)
 
 
 def time_interleaved(fns: dict[str, Callable[[], None]], device: torch.device, warmup: int, steps: int,
