@@ -22,17 +22,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from emmafuse.metrics.grid import grid_ratio
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "test"
 SLOTS = {"MRI_CT": ("CT", "MRI"), "MRI_PET": ("PET", "MRI"), "MRI_SPECT": ("SPECT", "MRI")}
 SIX = ("EN", "SD", "AG", "MI", "VIF", "Qabf")
-
-
-def grid_ratio(gray: np.ndarray) -> float:
-    x = gray.astype(np.float64)
-    s = np.abs(np.fft.fft2(x - x.mean()))
-    h, w = s.shape
-    peak = max(s[h // 2, :].max() if h % 2 == 0 else 0.0, s[:, w // 2].max() if w % 2 == 0 else 0.0)
-    return float(peak / np.median(s))
 
 
 def _gray(path: Path) -> np.ndarray:

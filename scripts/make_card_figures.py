@@ -19,7 +19,7 @@ import torch
 from PIL import Image, ImageDraw
 
 import emmafuse
-from emmafuse.color import rgb_to_ycbcr, ycbcr_to_rgb
+from emmafuse.color import is_gray_rgb, rgb_to_ycbcr, ycbcr_to_rgb
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SLOTS = {"MRI_CT": ("CT", "MRI"), "MRI_PET": ("PET", "MRI"), "MRI_SPECT": ("SPECT", "MRI")}
@@ -48,7 +48,7 @@ def pixel_max(ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
 
     y = torch.maximum(luma(ir), luma(vis))
     def is_colour(x: np.ndarray) -> bool:  # gray stored as RGB is gray (emmafuse's rule)
-        return x.ndim == 3 and x.shape[2] >= 3 and not (np.array_equal(x[..., 0], x[..., 1]) and np.array_equal(x[..., 1], x[..., 2]))
+        return x.ndim == 3 and x.shape[2] >= 3 and not is_gray_rgb(torch.from_numpy(x[..., :3] / 255.0).permute(2, 0, 1))
 
     colour = vis if is_colour(vis) else ir if is_colour(ir) else None
     if colour is None:

@@ -15,16 +15,10 @@ import pytest
 
 import emmafuse
 from emmafuse import weights
+from emmafuse.metrics.grid import grid_ratio
 from emmafuse.samples import synthetic_pair
 
 RELEASED = ("emma-ivf", "emma-mif")
-
-
-def _grid_ratio(gray: np.ndarray) -> float:
-    x = gray.astype(np.float64)
-    s = np.abs(np.fft.fft2(x - x.mean()))
-    h, w = s.shape
-    return float(max(s[h // 2, :].max(), s[:, w // 2].max()) / np.median(s))
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +54,7 @@ def test_default_model_loads_offline_and_fuses_the_synthetic_scene() -> None:
     assert y.std() > 10
     # no period-2 pattern: the Nyquist row/column within 10x the spectrum's median (or within
     # twice the pixel-max image's ratio, should the scene itself have more)
-    assert _grid_ratio(y) < max(10.0, 2 * _grid_ratio(np.maximum(ir, vis_y)))
+    assert grid_ratio(y) < max(10.0, 2 * grid_ratio(np.maximum(ir, vis_y)))
 
 
 def test_medical_model_keeps_the_pet_colour() -> None:

@@ -156,3 +156,4 @@ def test_filter_stats_count_black_crops(tmp_path: Path) -> None:
     stats = PatchDataset(store, 16, 0).filter_stats(200)
     assert 0.1 < stats["crops_kept"] < 0.6  # most candidate crops are black
     assert stats["samples_low_contrast"] < 0.2  # ... but retries still find content
+    assert 0.3 < stats["foreground"] <= 1 and 0 <= stats["mostly_background"] < 0.5

@@ -324,7 +324,7 @@ def test_quick_metrics_are_the_reference_metrics_of_the_8bit_image() -> None:
 
 
 def test_grid_ratio_flags_a_checkerboard_and_not_a_smooth_image() -> None:
-    from emmafuse.train.quick_metrics import grid_ratio
+    from emmafuse.metrics.grid import grid_ratio
 
     yy, xx = np.mgrid[0:128, 0:128]
     smooth = 128 + 60 * np.sin(xx / 9.0) * np.cos(yy / 13.0) + np.random.default_rng(0).normal(0, 2, (128, 128))

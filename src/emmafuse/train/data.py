@@ -45,6 +45,10 @@ __all__ = [
 IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 
 
+#: Gray level (of 1) above which a pixel counts as foreground in :meth:`PatchDataset.filter_stats`.
+FOREGROUND_LEVEL = 0.04
+
+
 class DataError(ValueError):
     """A problem with the training folders or images (message names the files)."""
 
@@ -301,15 +305,26 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
         """How the low-contrast filter treats this data, from the first ``n`` samples.
 
         ``crops_kept``: fraction of candidate crops that passed; ``samples_low_contrast``:
-        fraction of samples that fell back to a low-contrast crop after ``max_tries``.
+        fraction of samples that fell back to a low-contrast crop after ``max_tries``;
+        ``foreground``: mean fraction of a sample's pixels above ``FOREGROUND_LEVEL`` in either
+        image; ``mostly_background``: fraction of samples under a quarter foreground (medical
+        slices are half black background).
         """
         tries = fallbacks = 0
+        foreground = []
         for k in range(n):
             rng = np.random.default_rng([self.seed, self.stage, 2, k])
-            *_, used = self._crop(self.pair_index(k), rng)
+            _, _, pa, pb, used = self._crop(self.pair_index(k), rng)
             tries += used or self.max_tries
             fallbacks += used == 0
-        return {"crops_kept": (n - fallbacks) / tries if tries else 1.0, "samples_low_contrast": fallbacks / n}
+            foreground.append(float(((pa > FOREGROUND_LEVEL) | (pb > FOREGROUND_LEVEL)).mean()))
+        fg = np.asarray(foreground)
+        return {
+            "crops_kept": (n - fallbacks) / tries if tries else 1.0,
+            "samples_low_contrast": fallbacks / n,
+            "foreground": float(fg.mean()) if n else 0.0,
+            "mostly_background": float((fg < 0.25).mean()) if n else 0.0,
+        }
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         idx = self.pair_index(k)

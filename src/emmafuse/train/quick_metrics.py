@@ -2,7 +2,8 @@
 
 Each fused crop is quantised to 8-bit gray levels (as if saved to PNG) and scored with
 :func:`emmafuse.metrics.evaluate` (reference preset): EN, SD, AG, MI, VIF, Qabf, plus the
-``grid`` ratio of :func:`grid_ratio`, which catches a checkerboard that the averages hide.
+``grid`` ratio of :func:`emmafuse.metrics.grid.grid_ratio`, which catches a checkerboard that
+the averages hide.
 """
 
 from __future__ import annotations
@@ -11,26 +12,12 @@ import numpy as np
 import torch
 
 from emmafuse.metrics import MIN_SIZE, evaluate
+from emmafuse.metrics.grid import grid_ratio
 
-__all__ = ["VALIDATION_METRICS", "grid_ratio", "quick_metrics"]
+__all__ = ["VALIDATION_METRICS", "quick_metrics"]
 
 #: The six metrics of the paper's tables, in their order.
 VALIDATION_METRICS = ("EN", "SD", "AG", "MI", "VIF", "Qabf")
-
-
-def grid_ratio(image: np.ndarray) -> float:
-    """Largest amplitude on the Nyquist row and column of the spectrum over its median.
-
-    A pattern locked to the pixel grid (period 2, e.g. transposed-convolution checkerboard)
-    puts its energy there: natural images and classical fusion rules stay within about 10x
-    on full frames, a visible checkerboard gives hundreds to thousands.
-    """
-    x = np.asarray(image, dtype=np.float64)
-    spectrum = np.abs(np.fft.fft2(x - x.mean()))
-    h, w = spectrum.shape
-    nyquist = max(spectrum[h // 2, :].max() if h % 2 == 0 else 0.0, spectrum[:, w // 2].max() if w % 2 == 0 else 0.0)
-    median = float(np.median(spectrum))
-    return float(nyquist / median) if median > 0 else 0.0
 
 
 def _gray_255(t: torch.Tensor) -> np.ndarray:

@@ -153,7 +153,8 @@ class Trainer:
         if self.filter_stats:
             self.log(
                 f"low-contrast patch filter: {self.filter_stats['crops_kept']:.0%} of candidate crops kept, "
-                f"{self.filter_stats['samples_low_contrast']:.1%} of samples fall back to a low-contrast crop"
+                f"{self.filter_stats['samples_low_contrast']:.1%} of samples fall back to a low-contrast crop, "
+                f"patches {self.filter_stats['foreground']:.0%} foreground on average"
             )
 
     # ------------------------------------------------------------------ plumbing
@@ -416,15 +417,20 @@ class Trainer:
     def _final_exists(self, stage: str) -> bool:
         return self.resume and self.run.has_final(stage)
 
+    def _reload_final(self, stage: str, fuser: UFuser) -> bool:
+        """Load a finished stage's U-Fuser when resuming; False when the stage must run."""
+        if not self._final_exists(stage):
+            return False
+        fuser.load_state_dict(ckpt_io.load_state(self.run.final_dir(stage))["models"]["fuser"])
+        self.log(f"{stage}: reusing the finished stage")
+        return True
+
     def train_bootstrap(self, halt_after: int | None = None) -> UFuser:
         """Train (or reload) the conventional-loss U-Fuser used by the ``bootstrap`` source."""
         if self._bootstrap is not None:
             return self._bootstrap
         fuser = self._prep_module(self._new_fuser("bootstrap"))
-        if self._final_exists("bootstrap"):
-            fuser.load_state_dict(ckpt_io.load_state(self.run.final_dir("bootstrap"))["models"]["fuser"])
-            self.log("bootstrap: reusing the finished stage")
-        else:
+        if not self._reload_final("bootstrap", fuser):
             objective = BootstrapObjective(fuser)
             dataset = self._dataset("bootstrap", with_fused=False)
             val = self._val_crops()
@@ -461,9 +467,7 @@ class Trainer:
         if self._warm is not None:
             return self._warm
         fuser = self._prep_module(self._new_fuser("warm_start"))
-        if self._final_exists("warm_start"):
-            fuser.load_state_dict(ckpt_io.load_state(self.run.final_dir("warm_start"))["models"]["fuser"])
-            self.log("warm_start: reusing the finished stage")
+        if self._reload_final("warm_start", fuser):
             self._warm = fuser
             return fuser
         self._ensure_pseudo_gt()
@@ -622,9 +626,7 @@ class Trainer:
         a_i, a_v = self._prep_module(a_i), self._prep_module(a_v)
         f = self.cfg.fuser
         fuser = self._prep_module(self._new_fuser("fuser"))
-        if self._final_exists("fuser"):
-            fuser.load_state_dict(ckpt_io.load_state(self.run.final_dir("fuser"))["models"]["fuser"])
-            self.log("fuser: reusing the finished stage")
+        if self._reload_final("fuser", fuser):
             return fuser.eval()
         warm = self.train_warm_start()
         if warm is not None:
