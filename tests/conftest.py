@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -13,8 +15,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-# Tests (and the CLI processes they start) never write to the user's pseudo-GT cache.
-os.environ["EMMAFUSE_CACHE"] = tempfile.mkdtemp(prefix="emmafuse-test-cache-")
+# Tests (and the CLI processes they start) never write to the user's pseudo-GT cache. The
+# folder is this process's own: removed when the process ends (with whatever tests cached).
+_CACHE = tempfile.mkdtemp(prefix="emmafuse-test-cache-")
+os.environ["EMMAFUSE_CACHE"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 
 def shared_path(*parts: str) -> Path:

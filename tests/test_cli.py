@@ -116,7 +116,12 @@ def test_models_lists_the_manifest(capsys):
 
 @pytest.mark.parametrize(
     "options,message",
-    [(["--tile", "8"], "at least 16"), (["--tile-overlap", "-1"], "non-negative"), (["--tile", "64", "--tile-overlap", "40"], "too large")],
+    [
+        (["--tile", "8"], "at least 16"),
+        (["--tile", "64", "--tile-overlap", "-1"], "non-negative"),
+        (["--tile", "64", "--tile-overlap", "40"], "too large"),
+        (["--tile-overlap", "16"], "needs --tile"),  # issue 17: refused without --tile
+    ],
 )
 def test_bad_tile_options_fail_before_any_pair(tmp_path, random_weights, capsys, options, message):
     ird, visd = tmp_path / "ir", tmp_path / "vi"
@@ -141,7 +146,7 @@ def test_version(capsys):
 def test_models_has_a_header_row(capsys):
     assert main(["models"]) == 0
     header = capsys.readouterr().out.splitlines()[0]
-    assert header.split()[:3] == ["NAME", "STATUS", "WEIGHTS"] and "DESCRIPTION" in header
+    assert header.split()[:3] == ["NAME", "STATUS", "SOURCE"] and "DESCRIPTION" in header  # SOURCE: issue 17
 
 
 def test_closed_pipe_is_quiet():

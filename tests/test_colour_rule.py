@@ -65,11 +65,11 @@ def test_gray_as_rgb_fuses_exactly_like_its_gray_image(fuser):
 def test_two_gray_inputs_stored_as_rgb_give_gray_output(fuser):
     gray_a, gray_b = _gray(), _gray()
     out = fuser.fuse(_as_rgb(gray_a), _as_rgb(gray_b))
-    assert out.shape == (H, W, 1)  # layout of vis, one channel: the result is gray
+    assert out.shape == (H, W, 3) and _spread(out) == 0  # the RGB layout of the inputs, gray values
     assert np.array_equal(out[..., 0], fuser.fuse(gray_a, gray_b))
     rgba = np.dstack([_as_rgb(gray_b), np.full((H, W), 77, np.uint8)])
     out = fuser.fuse(gray_a, rgba)
-    assert out.shape == (H, W, 2) and (out[..., 1] == 77).all()  # gray + alpha
+    assert out.shape == (H, W, 4) and _spread(out) == 0 and (out[..., 3] == 77).all()  # gray RGB + alpha
 
 
 def test_pil_gray_rgb_mri_with_pet(fuser):
@@ -78,7 +78,7 @@ def test_pil_gray_rgb_mri_with_pet(fuser):
         out = fuser.fuse(ir, vis)
         assert isinstance(out, Image.Image) and out.mode == "RGB"
         assert _spread(np.asarray(out)) > 100
-    assert fuser.fuse(mri, mri).mode == "L"
+    assert fuser.fuse(mri, mri).mode == "RGB"  # RGB in, RGB out (R = G = B)
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64])
@@ -95,7 +95,7 @@ def test_torch_gray_rgb_mri_with_pet(fuser, dtype):
         assert out.shape == (3, H, W) and out.dtype == dtype
         scale = 1 if dtype == torch.uint8 else 255
         assert (out[0].double() - out[1].double()).abs().max() * scale > 100
-    assert fuser.fuse(mri, mri).shape == (1, H, W)
+    assert fuser.fuse(mri, mri).shape == (3, H, W)  # the layout of the inputs, gray values
 
 
 def test_float_colour_above_the_tolerance_is_colour(fuser):
@@ -120,7 +120,7 @@ def test_batch_mixing_gray_rgb_and_colour_stays_stackable(fuser):
     assert _spread(out[0]) == 0 and np.array_equal(out[0][..., 0], fuser.fuse(ir[0], vis[0])[..., 0])
     assert np.array_equal(out[1], fuser.fuse(ir[1], vis[1]))
     gray_batch = fuser.fuse(ir, np.stack([_as_rgb(_gray())] * 2))
-    assert gray_batch.shape == (2, H, W, 1)
+    assert gray_batch.shape == (2, H, W, 3) and _spread(gray_batch) == 0
 
 
 def test_pil_16bit_vis_with_a_colour_ir_gives_the_fused_luminance(fuser):

@@ -162,6 +162,6 @@ def test_emmafuse_main_convert(tmp_path: Path, official_state, capsys) -> None:
     src = _save(official_state, tmp_path / "EMMA.pth")
     assert main(["convert", str(src), str(tmp_path / "m.safetensors")]) == 0
     assert main(["convert", str(tmp_path / "missing.pth")]) == 2
-    assert "emmafuse: error:" in capsys.readouterr().err
+    assert "emmafuse convert: error:" in capsys.readouterr().err  # the command in the prefix (issue 17)
     meta = load_ufuser_file(tmp_path / "m.safetensors")[2]
     assert json.loads(meta["config"])["channels"] == [8, 16, 32, 32]

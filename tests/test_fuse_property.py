@@ -42,9 +42,10 @@ class Expect:
     """What the fusion rules say about one generated input (``valid``: no documented rule broken)."""
 
     valid: bool
-    colour: bool  # carries real colour (RGB with unequal channels)
+    colour: bool  # has colour channels (RGB/RGBA layout), whatever the values
     alpha: bool
     layout: str  # "HW", "HWC", "CHW" (PIL: "HWC")
+    real_colour: bool = False  # carries real colour (RGB with unequal channels)
 
 
 @pytest.fixture(scope="module")
@@ -111,19 +112,20 @@ def images(draw: Any, h: int, w: int) -> tuple[Any, Expect]:
     empty = draw(st.sampled_from([False] * 9 + [True]))
     arr, valid = _pixels(rng, 0 if empty else h, w, channels, dtype, kind)
     valid = valid and channels in (None, 1, 3, 4) and not empty
-    colour = valid and channels in (3, 4) and _has_colour(_unit(arr))
+    colour = channels in (3, 4)  # the layout decides the output's channels, never the values
+    real = valid and colour and _has_colour(_unit(arr))
     alpha = channels in (2, 4)
     if container == "numpy":
         if draw(st.booleans()):
             arr = arr[::-1]  # a negative-stride view
-        return arr, Expect(valid, colour, alpha, "HW" if channels is None else "HWC")
+        return arr, Expect(valid, colour, alpha, "HW" if channels is None else "HWC", real)
     t = torch.from_numpy(np.ascontiguousarray(arr))
     if dtype == "bfloat16":
         t = t.to(torch.bfloat16)
-        colour = valid and channels in (3, 4) and _has_colour(t.float().numpy())
+        real = valid and colour and _has_colour(t.float().numpy())
     if channels is not None:
         t = t.permute(2, 0, 1)
-    return t, Expect(valid, colour, alpha, "HW" if channels is None else "CHW")
+    return t, Expect(valid, colour, alpha, "HW" if channels is None else "CHW", real)
 
 
 def _pil_image(rng: np.random.Generator, mode: str, kind: str, h: int, w: int) -> tuple[Image.Image, Expect]:
@@ -133,9 +135,10 @@ def _pil_image(rng: np.random.Generator, mode: str, kind: str, h: int, w: int) -
         img = Image.fromarray(arr)
         if mode in ("P", "CMYK"):
             img = img.convert(mode)
+        colour = mode in ("RGB", "RGBA", "P")
         rgb = np.asarray(img.convert("RGB")) if mode == "P" else arr
-        colour = mode in ("RGB", "RGBA", "P") and _has_colour(_unit(rgb))
-        return img, Expect(mode != "CMYK", colour, mode in ("LA", "RGBA"), "HWC")
+        real = colour and _has_colour(_unit(rgb))
+        return img, Expect(mode != "CMYK", colour, mode in ("LA", "RGBA"), "HWC", real)
     if mode == "1":
         return Image.fromarray(rng.random((h, w)) > 0.5), Expect(True, False, False, "HWC")
     if mode == "F":
@@ -155,7 +158,7 @@ def _expected_channels(ir: Expect, vis: Expect, vis_obj: Any) -> int:
     return (3 if ir.colour or vis.colour else 1) + (1 if ir.alpha or vis.alpha else 0)
 
 
-def _check_output(out: Any, vis_obj: Any, vis: Expect, channels: int, h: int, w: int) -> None:
+def _check_output(out: Any, vis_obj: Any, vis: Expect, channels: int, h: int, w: int, gray: bool) -> None:
     if isinstance(vis_obj, np.ndarray):
         assert isinstance(out, np.ndarray) and out.dtype == vis_obj.dtype
         assert out.shape == ((h, w) if vis.layout == "HW" and channels == 1 else (h, w, channels))
@@ -171,6 +174,9 @@ def _check_output(out: Any, vis_obj: Any, vis: Expect, channels: int, h: int, w:
         assert out.mode == expected_mode
         values = np.asarray(out).astype(np.float64)
     assert np.isfinite(values).all()
+    if gray and channels >= 3:  # a colour layout without real colour: R = G = B
+        rgb = np.moveaxis(values, 0, -1) if isinstance(vis_obj, torch.Tensor) else values
+        assert (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
     if (isinstance(vis_obj, np.ndarray) and vis_obj.dtype.kind == "f") or (
         isinstance(vis_obj, torch.Tensor) and vis_obj.is_floating_point()
     ):
@@ -198,4 +204,5 @@ def test_fuse_gives_a_documented_error_or_a_documented_image(small_fuser: Fuser,
                 small_fuser.fuse(ir, vis)
             return
         out = small_fuser.fuse(ir, vis)
-    _check_output(out, vis, vis_expect, _expected_channels(ir_expect, vis_expect, vis), h, w)
+    gray = not (ir_expect.real_colour or vis_expect.real_colour)
+    _check_output(out, vis, vis_expect, _expected_channels(ir_expect, vis_expect, vis), h, w, gray)

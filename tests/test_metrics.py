@@ -201,7 +201,8 @@ def test_shape_and_type_checks():
     with pytest.raises(ValueError, match="same shape"):
         evaluate(x, x, x[:, :-1])
     with pytest.raises(ValueError, match="2-D"):
-        evaluate(np.stack([x, x, x], -1), x, x)
+        evaluate(np.stack([x, x], -1), x, x)  # (H, W, 1|3|4) are converted to gray (issue 17), 2 is not
+    assert evaluate(np.stack([x, x, x], -1), x, x) == evaluate(x, x, x)
     with pytest.raises(ValueError, match="empty"):
         M.en(np.zeros((0, 5)))
     with pytest.raises(ValueError, match="real-valued"):

@@ -5,12 +5,14 @@ network (``Fuser.fuse_tensor`` on inputs already in host memory, including the c
 device) and of the whole ``Fuser.fuse`` call on 8-bit images (colour conversion, padding,
 encoding), with the device, thread count, precision and weights. :func:`random_fuser` gives
 seeded random weights for timing without pretrained ones: the timing is the same, the output
-meaningless, and the report says "random weights (speed only)".
+meaningless, and the report says "random weights (speed only)". With ``progress=True`` a bar
+on stderr counts the runs (only when stderr is a terminal; the table lines are printed around it).
 """
 
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -20,7 +22,7 @@ import torch
 
 from emmafuse.fuser import Fuser, PrecisionLike
 from emmafuse.models import UFuser
-from emmafuse.tiling import TileLike
+from emmafuse.tiling import TileLike, check_tile_options
 
 __all__ = ["RANDOM_LABEL", "check_counts", "random_fuser", "run_bench"]
 
@@ -55,9 +57,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_seconds(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> float:
+def _median_seconds(
+    fn: Callable[[], object], device: torch.device, repeats: int, warmup: int, tick: Callable[[], object] = lambda: None
+) -> float:
     for _ in range(warmup):
         fn()
+        tick()
     _sync(device)
     times = []
     for _ in range(repeats):
@@ -65,6 +70,7 @@ def _median_seconds(fn: Callable[[], object], device: torch.device, repeats: int
         fn()
         _sync(device)
         times.append(time.perf_counter() - t)
+        tick()
     return statistics.median(times)
 
 
@@ -76,24 +82,57 @@ def run_bench(
     repeats: int = 5,
     warmup: int = 1,
     tile: TileLike = None,
+    tile_overlap: int | None = None,
     end_to_end: bool = True,
     label: str | None = None,
     out: Callable[[str], None] = print,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Time ``fuser`` on each ``(height, width)`` of ``sizes``; writes a table with ``out``, returns its rows.
 
     Args:
         batch: images per network call.
         repeats: timed runs per size (the median is reported); ``warmup`` untimed runs first.
-        tile: the ``tile`` option passed to ``fuse()`` for the end-to-end time.
+        tile, tile_overlap: the tiling options passed to ``fuse()`` for the end-to-end time.
         end_to_end: also time the whole ``fuse()`` call on 8-bit images.
         label: what the weights are (default: the fuser's ``info`` name or path).
+        progress: a progress bar of the runs on stderr (shown only when stderr is a terminal).
+
+    Raises:
+        ValueError: bad counts or tile options (checked before anything is written).
     """
+    from tqdm import tqdm
+
+    check_counts(batch, repeats, warmup)
+    check_tile_options(tile, tile_overlap, fuser.model.size_requirements)
+    runs = len(sizes) * (warmup + repeats) * (2 if end_to_end else 1)
+    # disable=None: tqdm shows the bar only when stderr is a terminal
+    with tqdm(total=runs, desc="bench", unit="run", file=sys.stderr, leave=False, disable=None if progress else True) as bar:
+
+        def write(line: str) -> None:
+            with tqdm.external_write_mode(file=sys.stdout):  # the table line above the bar, not through it
+                out(line)
+
+        fuse = partial(fuser.fuse, tile=tile, tile_overlap=tile_overlap) if end_to_end else None
+        return _table(fuser, sizes, batch, repeats, warmup, fuse, label, write, bar.update)
+
+
+def _table(
+    fuser: Fuser,
+    sizes: Sequence[tuple[int, int]],
+    batch: int,
+    repeats: int,
+    warmup: int,
+    fuse: Callable[..., object] | None,
+    label: str | None,
+    out: Callable[[str], None],
+    tick: Callable[[], object],
+) -> list[dict[str, Any]]:
+    """The measurements of :func:`run_bench` (``fuse``: the end-to-end call, ``None``: network only)."""
     import numpy as np
 
     from emmafuse.samples import synthetic_pair
 
-    check_counts(batch, repeats, warmup)
     label = label or str(fuser.info.get("name") or fuser.info.get("path"))
     device = fuser.device
     where = str(device)
@@ -104,7 +143,7 @@ def run_bench(
     out(f"emmafuse bench: device {where}, dtype {str(fuser.dtype).replace('torch.', '')}, weights: {label}")
     out(f"torch {torch.__version__}; median of {repeats} runs after {warmup} warm-up")
     header = f"{'size':>11} {'batch':>5} {'ms/image':>10} {'images/s':>9} {'MP/s':>7}"
-    if end_to_end:
+    if fuse is not None:
         header += f" {'fuse() ms/image':>16}"
     out(header)
     rows: list[dict[str, Any]] = []
@@ -112,16 +151,16 @@ def run_bench(
     for h, w in sizes:
         ir = torch.rand(batch, 1, h, w, generator=gen)
         vis = torch.rand(batch, 1, h, w, generator=gen)
-        net = _median_seconds(partial(fuser.fuse_tensor, ir, vis), device, repeats, warmup) / batch
+        net = _median_seconds(partial(fuser.fuse_tensor, ir, vis), device, repeats, warmup, tick) / batch
         row: dict[str, Any] = {"width": w, "height": h, "batch": batch, "ms_per_image": net * 1e3, "images_per_s": 1.0 / net}
         line = f"{f'{w}x{h}':>11} {batch:>5} {net * 1e3:>10.2f} {1.0 / net:>9.2f} {h * w / net / 1e6:>7.2f}"
-        if end_to_end:
+        if fuse is not None:
             if min(h, w) >= 32:
                 ir8, vis8 = synthetic_pair(h, w, seed=0)
             else:
                 ir8 = np.zeros((h, w), np.uint8)
                 vis8 = np.zeros((h, w, 3), np.uint8)
-            e2e = _median_seconds(partial(fuser.fuse, ir8, vis8, tile=tile), device, repeats, warmup)
+            e2e = _median_seconds(partial(fuse, ir8, vis8), device, repeats, warmup, tick)
             row["fuse_ms_per_image"] = e2e * 1e3
             line += f" {e2e * 1e3:>16.2f}"
         rows.append(row)

@@ -32,8 +32,9 @@ import torch
 from emmafuse.checkpoint import build_ufuser, save_ufuser, write_safetensors
 from emmafuse.errors import WeightsError
 from emmafuse.models import UFuserConfig
+from emmafuse.outputs import OutputError
 
-__all__ = ["SENSING_FORMAT_TAG", "KINDS", "convert_checkpoint", "read_torch_checkpoint"]
+__all__ = ["SENSING_FORMAT_TAG", "KINDS", "check_destination", "convert_checkpoint", "read_torch_checkpoint"]
 
 SENSING_FORMAT_TAG = "emmafuse.sensing"
 KINDS = ("ufuser", "sensing")
@@ -110,6 +111,24 @@ def _source_metadata(src: Path) -> dict[str, str]:
     }
 
 
+def check_destination(dst: str | os.PathLike[str], what: str = "dst") -> Path:
+    """Refuse a destination that does not end in ``.safetensors`` (checked before any work).
+
+    A converted file named ``out.pth`` would be a safetensors file that every loader, emmafuse's
+    included, takes for a pickle. ``what`` names the argument in the message.
+
+    Raises:
+        OutputError: the suffix is not ``.safetensors``.
+    """
+    path = Path(dst)
+    if path.suffix.lower() != ".safetensors":
+        raise OutputError(
+            f"{what} {path} must end in .safetensors (the converted file is a safetensors file, "
+            f"and emmafuse loads weights only from .safetensors files); e.g. {path.with_suffix('.safetensors')}"
+        )
+    return path
+
+
 def convert_checkpoint(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str] | None = None,
@@ -130,12 +149,13 @@ def convert_checkpoint(
 
     Raises:
         WeightsError: unreadable or unsafe checkpoint, keys or shapes that do not match.
+        OutputError: ``dst`` does not end in ``.safetensors`` (:func:`check_destination`).
         ValueError: unknown ``kind``, or ``dst`` is ``src``.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     src_path = Path(src)
-    dst_path = Path(dst) if dst is not None else src_path.with_suffix(".safetensors")
+    dst_path = check_destination(dst) if dst is not None else src_path.with_suffix(".safetensors")
     if dst_path.exists() and src_path.exists() and dst_path.resolve() == src_path.resolve():
         raise ValueError(f"output {dst_path} would overwrite the input checkpoint")
     state = read_torch_checkpoint(src_path)

@@ -24,7 +24,6 @@ from emmafuse.padding import crop, pad_to_network
 from emmafuse.planes import Pair, finish, prepare_pair
 from emmafuse.runner import NetworkRunner, run_pipelined
 from emmafuse.tiling import (
-    DEFAULT_OVERLAP,
     TileLike,
     TilePlan,
     auto_tile_size,
@@ -199,7 +198,7 @@ class Fuser:
         return self._forward_any(ir, vis)
 
     def tile_plan(
-        self, height: int, width: int, tile: TileLike = None, tile_overlap: int = DEFAULT_OVERLAP, batch: int = 1
+        self, height: int, width: int, tile: TileLike = None, tile_overlap: int | None = None, batch: int = 1
     ) -> TilePlan | None:
         """The tiles :meth:`fuse` would use for an image of this size (``None``: whole image).
 
@@ -207,7 +206,8 @@ class Fuser:
         budget of the device (see :mod:`emmafuse.tiling`), else as ``"auto"``.
         ``tile="auto"``: square tiles of the largest side that fits the budget (at least
         :data:`~emmafuse.tiling.MIN_AUTO_TILE`). An integer: tiles of that side (rounded down to
-        a multiple of 8). An image that fits in one tile is never tiled.
+        a multiple of 8). An image that fits in one tile is never tiled. ``tile_overlap=None``:
+        :func:`~emmafuse.tiling.default_overlap` of the tile side.
         """
         req = self.model.size_requirements
         check_tile_options(tile, tile_overlap, req)
@@ -217,7 +217,8 @@ class Fuser:
             if tile is None and req.padded(height) * req.padded(width) * bpp * max(batch, 1) <= budget:
                 return None
             side = auto_tile_size(budget, self.dtype, size_req=req)
-            tile_overlap = min(tile_overlap, side // 2)
+            if tile_overlap is not None:
+                tile_overlap = min(tile_overlap, side // 2)
         else:
             side = int(tile)
         plan = plan_tiles(height, width, side, tile_overlap, req)
@@ -239,7 +240,8 @@ class Fuser:
         output_range: OutputRange = ...,
         batch_size: int = ...,
         tile: TileLike = ...,
-        tile_overlap: int = ...,
+        tile_overlap: int | None = ...,
+        progress: bool = ...,
     ) -> np.ndarray: ...
 
     @overload
@@ -251,7 +253,8 @@ class Fuser:
         output_range: OutputRange = ...,
         batch_size: int = ...,
         tile: TileLike = ...,
-        tile_overlap: int = ...,
+        tile_overlap: int | None = ...,
+        progress: bool = ...,
     ) -> torch.Tensor: ...
 
     @overload
@@ -263,7 +266,8 @@ class Fuser:
         output_range: OutputRange = ...,
         batch_size: int = ...,
         tile: TileLike = ...,
-        tile_overlap: int = ...,
+        tile_overlap: int | None = ...,
+        progress: bool = ...,
     ) -> PIL.Image.Image: ...
 
     @overload
@@ -275,7 +279,8 @@ class Fuser:
         output_range: OutputRange = ...,
         batch_size: int = ...,
         tile: TileLike = ...,
-        tile_overlap: int = ...,
+        tile_overlap: int | None = ...,
+        progress: bool = ...,
     ) -> list[np.ndarray]: ...
 
     @overload
@@ -287,7 +292,8 @@ class Fuser:
         output_range: OutputRange = ...,
         batch_size: int = ...,
         tile: TileLike = ...,
-        tile_overlap: int = ...,
+        tile_overlap: int | None = ...,
+        progress: bool = ...,
     ) -> list[torch.Tensor]: ...
 
     @overload
@@ -299,7 +305,8 @@ class Fuser:
         output_range: OutputRange = ...,
         batch_size: int = ...,
         tile: TileLike = ...,
-        tile_overlap: int = ...,
+        tile_overlap: int | None = ...,
+        progress: bool = ...,
     ) -> list[PIL.Image.Image]: ...
 
     @overload
@@ -311,7 +318,8 @@ class Fuser:
         output_range: OutputRange = ...,
         batch_size: int = ...,
         tile: TileLike = ...,
-        tile_overlap: int = ...,
+        tile_overlap: int | None = ...,
+        progress: bool = ...,
     ) -> list[ImageLike]: ...
 
     def fuse(
@@ -322,7 +330,8 @@ class Fuser:
         output_range: OutputRange = "clamp",
         batch_size: int = 8,
         tile: TileLike = None,
-        tile_overlap: int = DEFAULT_OVERLAP,
+        tile_overlap: int | None = None,
+        progress: bool = False,
     ) -> ImageLike | list[Any]:
         """Fuse an infrared (or CT/PET/SPECT) image with a visible (or MRI) image.
 
@@ -347,19 +356,26 @@ class Fuser:
                 U-Fuser is global, so tiled output differs slightly from whole-image output
                 (measured in ``benchmarks/RESULTS.md``); ``"minmax"`` is applied to the stitched
                 image, never per tile.
-            tile_overlap: overlap of neighbouring tiles in pixels (default 64), at most half the
-                tile side.
+            tile_overlap: overlap of neighbouring tiles in pixels, at most half the tile side.
+                ``None`` (default): a quarter of the tile side rounded down to a multiple of 8,
+                at least 8 and at most 64 (:func:`emmafuse.tiling.default_overlap`). It applies
+                to automatic tiling (``tile=None`` on an image too large) as well.
+            progress: show a tile-count progress bar on stderr while a tiled image is fused
+                (only when stderr is a terminal).
 
         Returns:
             The fused image in the container type (numpy / PIL / torch) and dtype of ``vis``.
-            It is colour when either input carries colour (the visible image's chroma is
-            preferred), keeps the alpha channel of an RGBA input, and is gray when both are
-            gray. An RGB(A) image whose channels are equal (exactly for integers, within
-            :data:`emmafuse.color.GRAY_TOLERANCE` for floats) counts as gray for both
-            decisions. For lists and batches the result is a list / batch of the same kind; a
-            4-D batch is colour when any of its results is (gray ones then have R = G = B).
-            A PIL ``vis`` in a 16-bit or float mode (``I;16``, ``I``, ``F``) gives the fused
-            luminance in that mode: PIL has no colour or alpha variant of them.
+            Its layout depends on the inputs' layouts only, never on pixel values: it has
+            colour channels when either input has them (``(H, W, 3)``, ``(3, H, W)``, PIL
+            ``RGB``), an alpha channel when either has one, and otherwise the layout of ``vis``
+            (``(H, W)``, ``(H, W, 1)``, ...). The values follow the colour rule: the chroma of
+            a colour input is kept (the visible image's when both carry colour), and the
+            result is gray (R = G = B in a colour layout) when neither does; an RGB(A) image
+            whose channels are equal (exactly for integers, within
+            :data:`emmafuse.color.GRAY_TOLERANCE` for floats) counts as gray. For lists and
+            batches the result is a list / batch of the same kind. A PIL ``vis`` in a 16-bit
+            or float mode (``I;16``, ``I``, ``F``) gives the fused luminance in that mode: PIL
+            has no colour or alpha variant of them.
 
         Warns:
             UserWarning: a 16-bit input whose maximum is below 256 (8-bit data in a 16-bit
@@ -381,10 +397,7 @@ class Fuser:
         pairs = [prepare_pair(a, b, i if indexed else None) for i, (a, b) in enumerate(zip(ir_items, vis_items))]
         for note in dict.fromkeys(n for p in pairs for n in p.notes):  # each distinct note once
             warnings.warn(note, UserWarning, stacklevel=2)
-        if kind == "batch" and any(p.chroma is not None for p in pairs):
-            for p in pairs:  # one channel count per batch: stacking needs equal shapes
-                p.rgb_out = True
-        fused = self._run_pairs(pairs, output_range, batch_size, tile, tile_overlap)
+        fused = self._run_pairs(pairs, output_range, batch_size, tile, tile_overlap, progress)
         outputs = [finish(y, p) for y, p in zip(fused, pairs)]
         if kind == "single":
             return outputs[0]
@@ -426,7 +439,8 @@ class Fuser:
         output_range: OutputRange,
         batch_size: int,
         tile: TileLike = None,
-        tile_overlap: int = DEFAULT_OVERLAP,
+        tile_overlap: int | None = None,
+        progress: bool = False,
     ) -> list[torch.Tensor]:
         """Fused luminance ``(1, H, W)`` CPU tensors, same-size pairs batched together."""
         results: list[torch.Tensor | None] = [None] * len(pairs)
@@ -449,6 +463,7 @@ class Fuser:
                         device=self.device,
                         tile_batch=tile_batch,
                         size_req=self.model.size_requirements,
+                        progress=progress,
                     )
                     # the range policy sees the stitched image (global min/max), never a tile
                     results[i] = _apply_range(fused, output_range)[0]

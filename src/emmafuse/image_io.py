@@ -6,8 +6,17 @@ Two readers: :func:`read_image` gives the stored pixels (uint8 / uint16 numpy) f
 The evaluator's reference-exact float64 0..255 reader builds on :func:`read_image`
 (:func:`emmafuse.evaluation.reader.read_gray_reference`).
 
+Every file is opened by one function, which refuses a file declaring more pixels than
+:func:`max_pixels` (:data:`DEFAULT_MAX_PIXELS`, or the environment variable
+``EMMAFUSE_MAX_PIXELS``) with an :class:`ImageReadError` before anything is decoded: a PNG
+header can claim 30000x30000 pixels in a few bytes. 16-bit RGB(A) PNG and uncompressed TIFF
+files keep their 16 bits (:mod:`emmafuse.colour16`); other 16-bit files that PIL decodes only
+to 8 bit raise one warning.
+
 Writes are atomic: the image goes to a temporary name in the target folder and is renamed
-into place, so an interrupted run never leaves a half-written output.
+into place, so an interrupted run never leaves a half-written output. What a format can hold
+(16 bit: PNG, and TIFF for gray; alpha: not JPEG or BMP) is checked by :func:`check_output_kind`,
+which the command line calls before any work and :func:`write_image` calls again.
 
 :func:`pair_folders` is the one way ``fuse``, ``eval`` and ``train`` match two folders: by
 file stem (``01.png`` pairs ``01.jpg``). Policy for a stem given by two files of one folder
@@ -18,15 +27,35 @@ silently could fuse or score the wrong image; the user renames or removes one.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+import emmafuse.colour16 as colour16
 from emmafuse._fs import atomic_write
 from emmafuse.color import BT601_WEIGHTS
+from emmafuse.image_open import (  # re-exported: image_io is where callers find image files
+    DEFAULT_MAX_PIXELS,
+    MAX_PIXELS_ENV,
+    ImageHeader,
+    ImageReadError,
+    fused_kind,
+    max_pixels,
+    open_image,
+    read_header,
+)
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "MAX_PIXELS_ENV",
+    "ImageHeader",
+    "check_output_kind",
+    "fused_kind",
+    "max_pixels",
+    "read_header",
     "read_image",
     "read_luma",
     "rgb_to_y",
@@ -46,10 +75,11 @@ __all__ = [
 OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 #: Image files read (and paired) by fuse, eval and train: the one suffix list.
 IMAGE_SUFFIXES = OUTPUT_SUFFIXES + (".pgm", ".ppm")
-
-
-class ImageReadError(ValueError):
-    """A file could not be read as an image."""
+#: Formats that keep 16-bit samples: PNG (gray, gray + alpha, colour), TIFF (gray only: PIL
+#: writes no 16-bit colour TIFF).
+_SIXTEEN_BIT = ("PNG", "TIFF")
+#: Formats that cannot store an alpha channel (it is dropped with a warning).
+_NO_ALPHA = ("JPEG", "BMP")
 
 
 class PairingError(ValueError):
@@ -140,23 +170,73 @@ def output_format(path: str | os.PathLike[str]) -> str:
     return fmt
 
 
+def check_output_kind(path: str | os.PathLike[str], *, sixteen_bit: bool, channels: int) -> str:
+    """The PIL format of ``path`` after checking it can hold such an image; returns the format.
+
+    A format without alpha (JPEG, BMP) is accepted: the alpha channel is dropped on writing
+    with a warning.
+
+    Raises:
+        ValueError: an unknown suffix, or 16-bit data in a format that would lose it.
+    """
+    p = Path(path)
+    fmt = output_format(p)
+    if sixteen_bit and (fmt not in _SIXTEEN_BIT or (fmt == "TIFF" and channels > 1)):
+        kind = {1: "gray", 2: "gray + alpha"}.get(channels, "colour")
+        raise ValueError(
+            f"{p}: 16-bit {kind} output cannot be written as {p.suffix}; use .png"
+            + (" or .tif" if channels == 1 else "")
+            + " (a 16-bit visible image gives a 16-bit result)"
+        )
+    return fmt
+
+
+def _warn_8bit(img: Any) -> None:
+    """One warning per kind of file (the text names no file, so a folder warns once)."""
+    warnings.warn(
+        f"16-bit {img.format} files in mode {img.mode} are read as 8 bit: PIL decodes them only to 8 bit "
+        "(16-bit gray files and 16-bit RGB(A) PNG and uncompressed TIFF files keep 16 bits)",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image as numpy: uint8 gray/RGB/RGBA, or uint16 gray for 16-bit files."""
+    """Read an image as numpy: uint8 gray/RGB/RGBA, or uint16 for 16-bit files (gray; RGB(A) PNG and
+    uncompressed TIFF).
+
+    Raises:
+        ImageReadError: a missing or undecodable file, or one over the pixel limit
+            (:func:`max_pixels`).
+
+    Warns:
+        UserWarning: a 16-bit file that PIL decodes only to 8 bit (e.g. 16-bit gray + alpha).
+    """
     from PIL import Image, UnidentifiedImageError
 
     p = Path(path)
     try:
-        with Image.open(p) as img:
+        with open_image(p) as img:
+            low_tiles = colour16.low_byte_tiles(img)  # 16-bit colour that PIL would cut to 8 bit
+            lossy = low_tiles is None and colour16.declares_16bit(img) and not img.mode.startswith("I")
             img.load()
             mode = img.mode
             if mode in ("P", "PA", "1", "CMYK", "YCbCr", "LAB", "HSV"):
-                img = img.convert("RGBA" if mode == "PA" or "transparency" in img.info else "RGB")
+                target = "L" if mode == "1" else "RGBA" if mode == "PA" or "transparency" in img.info else "RGB"
+                img = img.convert(target)
             elif mode == "LA":
                 img = img.convert("RGBA")
             arr = np.asarray(img)
+            if lossy:
+                _warn_8bit(img)
+        if low_tiles is not None:
+            with open_image(p) as again:
+                arr = colour16.combine(arr, colour16.low_bytes(again, low_tiles))
     except FileNotFoundError:
         raise ImageReadError(f"{p}: no such file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except ImageReadError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{p}: not a readable image ({exc})") from exc
     if arr.dtype == np.int32 or mode.startswith("I;16"):
         if arr.size and (arr.min() < 0 or arr.max() > 65535):
@@ -186,7 +266,10 @@ def read_luma(path: str | os.PathLike[str]) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with open_image(Path(path)) as im:
+            if colour16.low_byte_tiles(im) is not None:  # 16-bit RGB(A): all 16 bits of every sample
+                im.close()
+                return np.clip(rgb_to_y(read_image(path)[..., :3]) / 65535.0, 0.0, 1.0).astype(np.float32)
             im.load()
             mode = im.mode
             if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
@@ -201,22 +284,41 @@ def read_luma(path: str | os.PathLike[str]) -> np.ndarray:
                 arr = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
             else:  # RGB, RGBA, P, CMYK, YCbCr, ...
                 arr = rgb_to_y(np.asarray(im.convert("RGB"))) / 255.0
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+    except ImageReadError:
+        raise
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError, SyntaxError) as exc:
         raise ImageReadError(f"cannot read image {path}: {exc}") from exc
     return np.clip(arr, 0.0, 1.0).astype(np.float32)
 
 
 def write_image(path: str | os.PathLike[str], image: np.ndarray) -> Path:
-    """Write a numpy image atomically; the format follows the file suffix (PNG keeps 16 bit)."""
+    """Write a numpy image atomically; the format follows the file suffix.
+
+    ``uint16`` images keep 16 bits in PNG (gray and colour) and TIFF (gray).
+
+    Raises:
+        ValueError: an unknown suffix, or 16-bit data the format cannot hold
+            (:func:`check_output_kind`).
+
+    Warns:
+        UserWarning: the format (JPEG, BMP) cannot store the image's alpha channel, which is
+            dropped (the text names no file, so a folder warns once).
+    """
     from PIL import Image
 
     p = Path(path)
-    fmt = output_format(p)
-    if image.dtype == np.uint16 and fmt not in ("PNG", "TIFF"):
-        raise ValueError(f"{p}: 16-bit output needs .png or .tif, not {p.suffix}")
-    if image.dtype == np.uint16 and image.ndim == 3:
-        raise ValueError(f"{p}: 16-bit colour output is not supported by PIL; fuse to 8 bit or gray")
-    pil = Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image)
-    if fmt == "JPEG" and pil.mode in ("RGBA", "LA"):  # JPEG has no alpha
-        pil = pil.convert(pil.mode[:-1])
+    channels = image.shape[-1] if image.ndim == 3 else 1
+    fmt = check_output_kind(p, sixteen_bit=image.dtype == np.uint16, channels=channels)
+    if fmt in _NO_ALPHA and channels in (2, 4):
+        warnings.warn(
+            f"{p.suffix} files cannot store an alpha channel: it is dropped (write .png, .tif or .webp to keep it)",
+            UserWarning,
+            stacklevel=2,
+        )
+        image = image[..., : channels - 1]
+        channels -= 1
+    if image.dtype == np.uint16 and fmt == "PNG" and channels > 1:  # PIL writes 16-bit gray only
+        data = colour16.encode_png(image)
+        return atomic_write(p, lambda tmp: Path(tmp).write_bytes(data))
+    pil = Image.fromarray(image[..., 0] if image.ndim == 3 and channels == 1 else image)
     return atomic_write(p, lambda tmp: pil.save(tmp, format=fmt))

@@ -12,10 +12,20 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-__all__ = ["OutputError", "same_file", "check_not_inputs", "check_writable", "check_output_file", "check_output_folder"]
+from emmafuse.image_io import ImageReadError, check_output_kind, fused_kind, read_header
+
+__all__ = [
+    "OutputError",
+    "same_file",
+    "check_fused_outputs",
+    "check_not_inputs",
+    "check_writable",
+    "check_output_file",
+    "check_output_folder",
+]
 
 
 class OutputError(ValueError):
@@ -40,8 +50,16 @@ def _file_id(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def check_not_inputs(targets: Iterable[str | os.PathLike[str]], inputs: Iterable[str | os.PathLike[str]]) -> None:
+def check_not_inputs(
+    targets: Iterable[str | os.PathLike[str]],
+    inputs: Iterable[str | os.PathLike[str]],
+    *,
+    what: str = "output",
+    option: str = "-o",
+) -> None:
     """Refuse when an output file would replace an input file (by resolved path or by inode).
+
+    ``what`` and ``option`` name the output and the argument that sets it in the message.
 
     Raises:
         OutputError: naming the output and the input it would replace.
@@ -57,7 +75,7 @@ def check_not_inputs(targets: Iterable[str | os.PathLike[str]], inputs: Iterable
         file_id = _file_id(target)
         given = by_path.get(target.resolve()) or (by_id.get(file_id) if file_id is not None else None)
         if given is not None:
-            raise OutputError(f"output {target} is the input file {given}; refusing to overwrite it (choose another -o)")
+            raise OutputError(f"{what} {target} is the input file {given}; refusing to overwrite it (choose another {option})")
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -92,8 +110,11 @@ def check_output_file(
     *,
     overwrite: bool = True,
     what: str = "output",
+    option: str = "-o",
 ) -> Path:
     """Check an output file: not a folder, not an input, writable; existing only if ``overwrite``.
+
+    ``what`` names the output and ``option`` the argument that sets it, in the messages.
 
     Raises:
         OutputError: with one line saying what is wrong.
@@ -101,7 +122,7 @@ def check_output_file(
     target = Path(path)
     if target.is_dir():
         raise OutputError(f"{what} {target} is a folder; give a file name")
-    check_not_inputs([target], inputs)
+    check_not_inputs([target], inputs, what=what, option=option)
     if target.exists() and not overwrite:
         raise OutputError(f"{what} {target} exists; remove it or pass --overwrite")
     check_writable(target, what)
@@ -124,3 +145,29 @@ def check_output_folder(
             raise OutputError(f"{what} {target} is the input folder {src}; its images would be replaced (choose another)")
     check_writable(target, what)
     return target
+
+
+def check_fused_outputs(jobs: Sequence[tuple[str | os.PathLike[str], str | os.PathLike[str], str | os.PathLike[str]]]) -> None:
+    """Check, from the input files' headers, that each output format can hold its fused image.
+
+    ``jobs`` are ``(output file, ir file, vis file)``. The fused image of a pair is 16-bit when
+    its visible image is, and colour when either input is (:func:`emmafuse.image_io.fused_kind`);
+    a 16-bit result needs ``.png`` (or ``.tif`` when gray). Pairs whose headers cannot be read
+    are left to the fusion, which reports them.
+
+    Raises:
+        OutputError: naming how many outputs cannot be written and the first of them.
+    """
+    bad: list[str] = []
+    for target, ir, vis in jobs:
+        try:
+            sixteen_bit, channels = fused_kind(read_header(ir), read_header(vis))
+        except ImageReadError:
+            continue
+        try:
+            check_output_kind(target, sixteen_bit=sixteen_bit, channels=channels)
+        except ValueError as exc:
+            bad.append(str(exc))
+    if bad:
+        count = f"{len(bad)} of {len(jobs)} outputs cannot be written" if len(jobs) > 1 else "the output cannot be written"
+        raise OutputError(f"{count}: {bad[0]}")

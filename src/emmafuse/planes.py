@@ -3,11 +3,16 @@ what is put back around its result.
 
 The network fuses luminance only. :func:`prepare_pair` decodes an input pair into the two
 luma planes plus the chroma and alpha to keep; :func:`finish` puts them back around the fused
-luma and encodes the result like the visible input. The rule for colour (RGB images whose
-channels are equal count as gray, :func:`emmafuse.color.is_gray_rgb`):
+luma and encodes the result like the visible input.
 
-- the visible image's chroma wins; a colour IR slot (PET/SPECT) gives it otherwise;
-- a PIL ``vis`` in a 16-bit or float mode gets the fused luminance only.
+Layout (a function of the input layouts only, never of pixel values): the result has colour
+channels when either input has them (RGB/RGBA), an alpha channel when either has one, and the
+container, dtype and layout style of ``vis``; a PIL ``vis`` in a 16-bit or float mode gets the
+fused luminance only.
+
+Values (RGB images whose channels are equal count as gray, :func:`emmafuse.color.is_gray_rgb`):
+the visible image's chroma wins; a colour IR slot (PET/SPECT) gives it otherwise; with no
+chroma at all a colour-layout result has R = G = B.
 
 Very large images are converted in row strips, so float temporaries stay small; the values
 are identical.
@@ -41,7 +46,7 @@ class Pair:
     chroma: torch.Tensor | None  # (2, H, W) Cb, Cr of the colour input
     alpha: torch.Tensor | None  # (1, H, W)
     out_spec: ImageSpec
-    rgb_out: bool = False  # gray result written as R = G = B (a gray pair in a colour batch)
+    rgb_out: bool = False  # colour layout without chroma: the gray result written as R = G = B
     notes: tuple[str, ...] = ()  # warnings about the inputs, raised by Fuser.fuse
 
 
@@ -84,10 +89,14 @@ def prepare_pair(ir: object, vis: object, index: int | None) -> Pair:
     # Gray-as-RGB images have no chroma here, so a real colour image in either slot keeps its colour.
     chroma = vis_chroma if vis_chroma is not None else ir_chroma
     alpha = vis_alpha if vis_alpha is not None else ir_alpha
+    # The layout depends on the inputs' layouts alone: a colour-layout input gives a colour-layout
+    # result even when neither image carries real colour (then R = G = B).
+    rgb_out = ir_spec.has_color or vis_spec.has_color
     if vis_spec.gray_only:  # the output is the fused luminance, not the red channel of a colour result
         chroma = alpha = None
+        rgb_out = False
     notes = tuple(n for n in (ir_spec.note, vis_spec.note) if n)
-    return Pair(ir_y, vis_y, chroma, alpha, vis_spec, notes=notes)
+    return Pair(ir_y, vis_y, chroma, alpha, vis_spec, rgb_out=rgb_out, notes=notes)
 
 
 def finish_planes(

@@ -13,6 +13,11 @@ all pixels of the image, so a tile sees slightly different attention statistics 
 image. ``docs/performance.md`` and ``benchmarks/RESULTS.md`` give the measured differences and
 the reasons for the defaults below.
 
+Overlap: ``tile_overlap=None`` (the default) derives it from the tile side with
+:func:`default_overlap`: a quarter of the side rounded down to the network's multiple, at least
+one multiple and at most :data:`DEFAULT_OVERLAP` (so ``tile=100`` works: 96-pixel tiles, 24-pixel
+overlap). An explicit overlap must be at most half the tile side.
+
 Automatic tile size (``tile="auto"``, and the default ``tile=None`` for images that do not fit):
 the largest square tile whose estimated peak memory (:data:`BYTES_PER_PIXEL` times the padded
 tile area) fits the memory budget: on CUDA a fraction of the free device memory
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -43,6 +49,7 @@ __all__ = [
     "auto_tile_size",
     "axis_starts",
     "check_tile_options",
+    "default_overlap",
     "feather_ramp",
     "fuse_tiled",
     "memory_budget",
@@ -51,7 +58,8 @@ __all__ = [
 
 TileLike = int | str | None
 
-#: Default overlap between neighbouring tiles, in pixels (the blending ramp's length).
+#: Largest overlap :func:`default_overlap` picks, in pixels (the blending ramp's length); the
+#: overlap of tiles of 256 pixels and more.
 DEFAULT_OVERLAP = 64
 #: ``"auto"`` never picks tiles smaller than this: smaller tiles see too little of the image
 #: for the global attention statistics (and cost more overlap). The U-Fuser's tiling advice
@@ -112,12 +120,23 @@ def auto_tile_size(budget: int, dtype: torch.dtype, batch: int = 1, size_req: Si
     return int(min(max(side, size_req.min_tile, size_req.minimum), MAX_AUTO_TILE))
 
 
-def check_tile_options(tile: TileLike, overlap: int, size_req: SizeRequirements = UFUSER_SIZE) -> None:
-    """Validate ``tile`` / ``tile_overlap`` with a clear ``ValueError``."""
+def default_overlap(tile: int, size_req: SizeRequirements = UFUSER_SIZE) -> int:
+    """The overlap used when none is given: a quarter of the tile side (rounded down to the
+    network's multiple), at least one multiple, at most :data:`DEFAULT_OVERLAP`, never more than
+    half the side (U-Fuser: 16 -> 8, 100 -> 24, 256 and up -> 64)."""
+    side = size_req.round_down(tile)
+    quarter = size_req.round_down(side // 4)
+    return min(max(quarter, size_req.multiple), DEFAULT_OVERLAP, side // 2)
+
+
+def check_tile_options(tile: TileLike, overlap: int | None, size_req: SizeRequirements = UFUSER_SIZE) -> None:
+    """Validate ``tile`` / ``tile_overlap`` with a clear ``ValueError`` (``overlap=None``: derived)."""
     if isinstance(tile, bool) or not (tile is None or tile == "auto" or isinstance(tile, int)):
         raise ValueError(f"tile must be None, 'auto' or an integer tile side in pixels, got {tile!r}")
     if isinstance(tile, int) and tile < size_req.minimum:
         raise ValueError(f"tile must be at least {size_req.minimum} pixels (the network's minimum side), got {tile}")
+    if overlap is None:
+        return
     if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
         raise ValueError(f"tile_overlap must be a non-negative integer number of pixels, got {overlap!r}")
     if isinstance(tile, int):
@@ -225,14 +244,17 @@ class TilePlan:
 
 
 def plan_tiles(
-    height: int, width: int, tile: int, overlap: int = DEFAULT_OVERLAP, size_req: SizeRequirements = UFUSER_SIZE
+    height: int, width: int, tile: int, overlap: int | None = None, size_req: SizeRequirements = UFUSER_SIZE
 ) -> TilePlan:
     """Plan tiles of side ``tile`` (rounded down to the network's multiple) for an image of this size.
 
     ``height``/``width`` are the *unpadded* image size; the plan covers the padded image that
     :func:`~emmafuse.padding.pad_to_network` makes. A side not larger than the tile is one tile.
+    ``overlap=None``: :func:`default_overlap` of the tile.
     """
     check_tile_options(tile, overlap, size_req)
+    if overlap is None:
+        overlap = default_overlap(tile, size_req)
     hp, wp = size_req.padded(height), size_req.padded(width)
     side = size_req.round_down(tile)
     th, tw = _balanced_side(hp, side, overlap, size_req), _balanced_side(wp, side, overlap, size_req)
@@ -281,12 +303,14 @@ def fuse_tiled(
     device: torch.device,
     tile_batch: int = 1,
     size_req: SizeRequirements = UFUSER_SIZE,
+    progress: bool = False,
 ) -> torch.Tensor:
     """Fuse host tensors ``(N, 1, H, W)`` tile by tile; returns the ``(N, 1, H, W)`` host result.
 
     ``forward(ir_tiles, vis_tiles)`` runs the network on device tensors of padded tile size and
     returns float32 device tensors. Tiles travel in mini-batches of ``tile_batch`` through
     :func:`~emmafuse.runner.run_pipelined`; the weighted tile outputs are accumulated into one host image.
+    ``progress``: a tile-count progress bar on stderr, shown only when stderr is a terminal.
     """
     if ir.device.type != "cpu" or vis.device.type != "cpu":
         raise ValueError("fuse_tiled expects host (CPU) tensors; only tiles go to the device")
@@ -326,8 +350,13 @@ def fuse_tiled(
                 weights[i, j] = (wy[i][:, None] * wx[j][None, :]).float().to(res.device)
         return res * torch.stack([weights[i, j] for (_k, _y, _x, i, j) in batch])[:, None]
 
+    from tqdm import tqdm
+
     results = run_pipelined(forward, (maker(b) for b in batches), device, weigh)
-    for batch, res in zip(batches, results):
-        for t, (k, y, x, _i, _j) in enumerate(batch):
-            out[k, :, y : y + th, x : x + tw] += res[t]
+    # disable=None: tqdm shows the bar only when stderr is a terminal
+    with tqdm(total=len(jobs), desc="tiles", unit="tile", file=sys.stderr, leave=False, disable=None if progress else True) as bar:
+        for batch, res in zip(batches, results):
+            for t, (k, y, x, _i, _j) in enumerate(batch):
+                out[k, :, y : y + th, x : x + tw] += res[t]
+            bar.update(len(batch))
     return crop(out, pads)

@@ -45,6 +45,7 @@ __all__ = [
     "manifest_path",
     "read_manifest",
     "verify_file",
+    "weights_source",
 ]
 
 #: Schema version of ``weights_manifest.json`` understood by this code.
@@ -139,6 +140,22 @@ def _entries(manifest: dict[str, Any]) -> list[ModelEntry]:
 def list_models(*, include_unreleased: bool = False) -> list[ModelEntry]:
     """Models whose weights this installation can provide (all listed ones with ``include_unreleased``)."""
     return [e for e in _entries(read_manifest()) if include_unreleased or e.available]
+
+
+def weights_source(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None = None) -> str:
+    """Where :func:`locate_weights` would take the weights of ``entry`` from, found without the
+    network and without hashing (the checksum is verified on loading):
+
+    ``"cache"`` (the Hugging Face cache), ``"embedded"`` (inside the package), ``"hub (download)"``
+    (published, not downloaded yet), or ``"none"`` (unreleased, or no copy reachable).
+    """
+    if not entry.available:
+        return "none"
+    if entry.published and hub.cached_file(entry.repo_id, entry.filename, entry.hub_revision, cache_dir) is not None:
+        return "cache"
+    if entry.embedded and (EMBEDDED_DIR / entry.embedded).is_file():
+        return "embedded"
+    return "hub (download)" if entry.published else "none"
 
 
 def get_model(name: str) -> ModelEntry:

@@ -6,8 +6,11 @@ command group: :mod:`~emmafuse.cli.fuse` (``fuse``, ``demo``, ``models``),
 :mod:`~emmafuse.cli.train` (imported only when used, so inference never loads the training
 code). The library modules they call take plain parameters and never import this package.
 
-Errors: a :class:`CliError` is printed as one line (``emmafuse: error: ...``) with exit code 2.
-Every command checks its outputs before any work (see :mod:`emmafuse.outputs`).
+Errors: a :class:`CliError` is printed as one line (``emmafuse <command>: error: ...``, the form
+of argparse's own errors) with exit code 2; unrecognized arguments are reported with the usage
+line of the command given. Every command checks its outputs before any work (see
+:mod:`emmafuse.outputs`). Each distinct warning is printed once per run
+(``emmafuse: warning: ...``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from emmafuse._version import __version__
-from emmafuse.cli._common import CliError, run_command
+from emmafuse.cli._common import CliError, parse_command_line, run_command
 from emmafuse.cli.bench import add_bench_command
 from emmafuse.cli.convert import add_convert_command
 from emmafuse.cli.eval import add_eval_command
@@ -71,9 +74,9 @@ def _run(argv: list[str]) -> int:
     try:
         parser = build_parser(argv)
     except CliError as exc:
-        print(f"{exc.prefix}: error: {exc}", file=sys.stderr)
+        print(exc.line(argv[0] if argv else None), file=sys.stderr)
         return 2
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if not argv else 2

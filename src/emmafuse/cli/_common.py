@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -18,8 +19,11 @@ __all__ = [
     "as_cli_error",
     "fuse_kwargs",
     "load_fuser",
+    "parse_command_line",
     "run_command",
+    "tile_kwargs",
     "tile_option",
+    "warn_once",
 ]
 
 
@@ -27,7 +31,8 @@ class CliError(Exception):
     """A user-facing error: printed as one line, exit code 2.
 
     ``command`` names the sub-command in the prefix (``emmafuse eval: error: ...``); without it
-    the prefix is ``emmafuse: error:``.
+    :func:`run_command` uses the command being run, so every command's errors read
+    ``emmafuse <command>: error: ...`` (argparse's own errors have the same form).
     """
 
     def __init__(self, message: str, *, command: str | None = None) -> None:
@@ -38,14 +43,59 @@ class CliError(Exception):
     def prefix(self) -> str:
         return f"emmafuse {self.command}" if self.command else "emmafuse"
 
+    def line(self, command: str | None = None) -> str:
+        """The one line printed for this error (``command``: used when the error names none)."""
+        prefix = self.prefix if self.command or not command else f"emmafuse {command}"
+        return f"{prefix}: error: {self}"
+
+
+@contextlib.contextmanager
+def warn_once() -> Iterator[None]:
+    """Within the block, each distinct warning is shown once: a folder of 500 RGBA images written
+    as ``.jpg`` warns once that alpha is dropped, not 500 times."""
+    seen: set[tuple[type[Warning], str]] = set()
+    show = warnings.showwarning
+
+    def show_first(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        key = (category, str(message))
+        if key not in seen:
+            seen.add(key)
+            show(message, category, *args, **kwargs)
+
+    with warnings.catch_warnings():  # the filters stay as they are (-W ignore still ignores)
+        warnings.showwarning = show_first
+        yield
+
 
 def run_command(args: argparse.Namespace) -> int:
     """Run the parsed command (``args.func``); a :class:`CliError` becomes its line on stderr and 2."""
     try:
-        return int(args.func(args) or 0)
+        with warn_once():
+            return int(args.func(args) or 0)
     except CliError as exc:
-        print(f"{exc.prefix}: error: {exc}", file=sys.stderr)
+        print(exc.line(getattr(args, "command", None)), file=sys.stderr)
         return 2
+
+
+def _innermost_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub-)parser of the command that was parsed (``emmafuse train all`` -> its own parser)."""
+    current = parser
+    while True:
+        subs = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
+        chosen = getattr(args, subs[0].dest, None) if subs else None
+        if not subs or not isinstance(chosen, str) or chosen not in subs[0].choices:
+            return current
+        current = subs[0].choices[chosen]
+
+
+def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that unrecognized arguments are reported by the
+    sub-command's parser, with that command's usage line (``emmafuse models extra`` shows the
+    usage of ``emmafuse models``, not the top-level one). Exits with code 2 on errors."""
+    args, extras = parser.parse_known_args(list(argv))
+    if extras:
+        _innermost_parser(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
 
 
 @contextlib.contextmanager
@@ -80,13 +130,21 @@ def tile_option(text: str) -> int | str:
 
 
 def add_tile_options(p: argparse.ArgumentParser) -> None:
+    """``--tile`` and ``--tile-overlap``, the one definition for every command that fuses."""
     p.add_argument(
         "--tile",
         type=tile_option,
         default=None,
-        help="tile side in pixels or 'auto' (default: whole images, tiled only when they do not fit in memory)",
+        help="tile side in pixels (at least 16) or 'auto' (default: whole images, tiled only when they "
+        "do not fit in memory)",
     )
-    p.add_argument("--tile-overlap", type=int, default=None, help="overlap of neighbouring tiles in pixels (default 64)")
+    p.add_argument(
+        "--tile-overlap",
+        type=int,
+        default=None,
+        help="overlap of neighbouring tiles in pixels, with --tile (default: a quarter of the tile side "
+        "rounded down to a multiple of 8, at least 8, at most 64)",
+    )
 
 
 def load_fuser(args: argparse.Namespace) -> Fuser:
@@ -97,14 +155,19 @@ def load_fuser(args: argparse.Namespace) -> Fuser:
         return load(args.weights, device=args.device, dtype=args.dtype)
 
 
+def tile_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``tile`` / ``tile_overlap`` of ``Fuser.fuse`` from ``--tile`` / ``--tile-overlap``, validated
+    before any work (folder mode would otherwise skip every pair; bench would fail mid-table)."""
+    from emmafuse.tiling import check_tile_options
+
+    tile, overlap = getattr(args, "tile", None), getattr(args, "tile_overlap", None)
+    if overlap is not None and tile is None:
+        raise CliError("--tile-overlap needs --tile (a tile side in pixels, or 'auto')")
+    with as_cli_error():
+        check_tile_options(tile, overlap)
+    return {name: value for name, value in (("tile", tile), ("tile_overlap", overlap)) if value is not None}
+
+
 def fuse_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """``Fuser.fuse`` options from ``--output-range``, ``--tile`` and ``--tile-overlap`` (validated once)."""
-    from emmafuse.tiling import DEFAULT_OVERLAP, check_tile_options
-
-    kwargs: dict[str, Any] = {"output_range": args.output_range}
-    for name in ("tile", "tile_overlap"):
-        if getattr(args, name, None) is not None:
-            kwargs[name] = getattr(args, name)
-    with as_cli_error():  # validate once, before any pair is read (folder mode would otherwise skip every pair)
-        check_tile_options(kwargs.get("tile"), kwargs.get("tile_overlap", DEFAULT_OVERLAP))
-    return kwargs
+    return {"output_range": args.output_range, **tile_kwargs(args)}

@@ -1,7 +1,8 @@
 """``emmafuse bench``: throughput of the installed fuser on this machine (:mod:`emmafuse.bench`).
 
 Without pretrained weights installed locally (the benchmark never downloads), or with
-``--random``, it times seeded random weights and says so.
+``--random``, it times seeded random weights and says so. Every option is checked, and the
+fuser loaded, before the first line is printed; a progress bar counts the runs on a terminal.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from emmafuse.cli._common import as_cli_error
+from emmafuse.cli._common import CliError, add_tile_options, as_cli_error, tile_kwargs
 
 if TYPE_CHECKING:
     from emmafuse.fuser import Fuser
@@ -47,14 +48,14 @@ def add_bench_command(subparsers: Any) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed runs per size; the median is reported (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--tile", default=None, help="tile option passed to fuse() ('auto' or a side in pixels)")
+    add_tile_options(p)  # the same options as 'emmafuse fuse' (used by the fuse() timing)
     p.add_argument("--compile", action="store_true", help="torch.compile the network first (slow start)")
     p.add_argument("--cuda-graphs", action="store_true", help="replay CUDA graphs (CUDA only)")
     p.add_argument("--no-end-to-end", dest="end_to_end", action="store_false", help="time only the network")
     p.set_defaults(func=_cmd_bench)
 
 
-def _load(args: argparse.Namespace) -> Fuser:
+def _load(args: argparse.Namespace, notes: list[str]) -> Fuser:
     from emmafuse.bench import random_fuser
     from emmafuse.errors import WeightsError
     from emmafuse.loading import load
@@ -66,7 +67,7 @@ def _load(args: argparse.Namespace) -> Fuser:
             if args.weights is not None:  # asked for these weights: say what is wrong
                 raise
             # nothing installed locally (the benchmark never downloads): time random weights
-            print(f"note: no installed pretrained weights ({str(exc).splitlines()[0]})")
+            notes.append(f"note: no installed pretrained weights ({str(exc).splitlines()[0]})")
     return random_fuser(args.device, args.dtype)
 
 
@@ -75,27 +76,33 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     from emmafuse.bench import check_counts, run_bench
 
-    with as_cli_error():  # WeightsError and bad counts or options are ValueErrors
-        check_counts(args.batch, args.repeats, args.warmup)  # before loading anything
+    with as_cli_error():  # bad counts or options are ValueErrors: checked before loading anything
+        check_counts(args.batch, args.repeats, args.warmup)
+        if args.threads is not None and args.threads < 1:
+            raise CliError(f"--threads must be at least 1, got {args.threads}")
+    tiles = tile_kwargs(args)
+    notes: list[str] = []
+    with as_cli_error():  # WeightsError, bad devices and precisions are ValueErrors
         if args.threads:
             torch.set_num_threads(args.threads)
-        fuser = _load(args)
+        fuser = _load(args, notes)
         if args.compile:
             fuser.compile()
         if args.cuda_graphs:
             fuser.use_cuda_graphs()
-        tile = args.tile
-        if tile is not None and tile != "auto":
-            tile = int(tile)
+    for note in notes:  # printed only once nothing before the table can fail
+        print(note)
+    with as_cli_error():
         run_bench(
             fuser,
             args.sizes,
             batch=args.batch,
             repeats=args.repeats,
             warmup=args.warmup,
-            tile=tile,
             end_to_end=args.end_to_end,
             out=lambda line: print(line, flush=True),
+            progress=True,  # shown only when stderr is a terminal
+            **tiles,
         )
     return 0
 

@@ -15,14 +15,16 @@ __all__ = ["add_convert_command"]
 def _cmd_convert(args: argparse.Namespace) -> int:
     import torch
 
-    from emmafuse.convert import convert_checkpoint
+    from emmafuse.convert import check_destination, convert_checkpoint
     from emmafuse.outputs import check_output_file
     from emmafuse.weights import file_sha256
 
     dtype = torch.float16 if args.fp16 else None
     dst = Path(args.dst) if args.dst is not None else Path(args.src).with_suffix(".safetensors")
-    try:
-        check_output_file(dst, [args.src])  # before reading the checkpoint
+    what = "DST" if args.dst is not None else "output (SRC with suffix .safetensors)"
+    try:  # the destination before reading the checkpoint
+        check_output_file(dst, [args.src], what=what, option="DST")
+        check_destination(dst, what=what)
         out = convert_checkpoint(args.src, dst, kind=args.kind, dtype=dtype)
     except ValueError as exc:  # WeightsError and OutputError are ValueErrors
         raise CliError(str(exc)) from exc
@@ -44,7 +46,7 @@ def add_convert_command(subparsers: Any) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("src", help="input .pth checkpoint")
-    p.add_argument("dst", nargs="?", help="output .safetensors file (default: SRC with suffix .safetensors)")
+    p.add_argument("dst", nargs="?", help="output file, ending in .safetensors (default: SRC with suffix .safetensors)")
     p.add_argument("--kind", choices=KINDS, default="ufuser", help="ufuser (EMMA.pth, default) or sensing (Ai/Av.pth)")
     p.add_argument("--fp16", action="store_true", help="store floating tensors as float16 (half the size)")
     p.set_defaults(func=_cmd_convert)

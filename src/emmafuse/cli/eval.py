@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from emmafuse.cli._common import CliError, run_command
+from emmafuse.cli._common import CliError, parse_command_line, run_command
 
 __all__ = ["add_eval_command", "main"]
 
@@ -105,8 +105,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         skipped_pairs,
     )
 
+    from emmafuse.image_io import max_pixels
+
     if args.jobs < 1:
         raise _error("--jobs must be at least 1")
+    try:
+        max_pixels()  # a bad EMMAFUSE_MAX_PIXELS is a usage error, not a reason to skip every pair
+    except ValueError as exc:
+        raise _error(str(exc)) from exc
     if args.save_fused and not args.weights:
         raise _error("--save-fused needs --weights")
     _check_outputs(args)
@@ -161,5 +167,5 @@ def main(argv: Iterable[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] != ["eval"]:
         args_list = ["eval", *args_list]
-    return run_command(parser.parse_args(args_list))
+    return run_command(parse_command_line(parser, args_list))
 

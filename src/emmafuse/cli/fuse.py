@@ -1,7 +1,10 @@
 """``emmafuse fuse`` (files or folders), ``emmafuse demo`` and ``emmafuse models``.
 
 Every command checks its outputs before any work (see :mod:`emmafuse.outputs`): an output that
-is one of the inputs, or that cannot be written, is a one-line error with exit code 2.
+is one of the inputs, that cannot be written, or whose format cannot hold the fused image (16-bit
+data as ``.jpg``) is a one-line error with exit code 2. An output file has the layout the library
+gives (``Fuser.fuse``): an RGB input file gives an RGB output file, R = G = B when both images
+are gray.
 """
 
 from __future__ import annotations
@@ -35,17 +38,20 @@ def _output_file(output: str, stem: str) -> Path:
 
 
 def _fuse_files(args: argparse.Namespace, kwargs: dict[str, Any]) -> int:
-    from emmafuse.image_io import ImageReadError, output_format, read_image, write_image
-    from emmafuse.outputs import check_output_file
+    from emmafuse.image_io import ImageReadError, output_format, read_header, read_image, write_image
+    from emmafuse.outputs import check_fused_outputs, check_output_file
 
     out = _output_file(args.output, Path(args.ir).stem)
-    with as_cli_error():  # before loading weights or reading images
+    with as_cli_error():  # before loading weights or decoding images
         output_format(out)
         check_output_file(out, [args.ir, args.vis], overwrite=args.overwrite)
+        for source in (args.ir, args.vis):
+            read_header(source)  # missing, unreadable or over the pixel limit: exit 2 before any work
+        check_fused_outputs([(out, args.ir, args.vis)])
     fuser = load_fuser(args)
     try:
         ir, vis = read_image(args.ir), read_image(args.vis)
-        fused = fuser.fuse(ir, vis, **kwargs)
+        fused = fuser.fuse(ir, vis, **kwargs, progress=not args.quiet)  # tile progress on a TTY
         write_image(out, fused)
     except (ImageReadError, ValueError, TypeError) as exc:
         raise CliError(str(exc)) from exc
@@ -76,9 +82,11 @@ def _fuse_folders(args: argparse.Namespace, kwargs: dict[str, Any]) -> int:
     from tqdm import tqdm
 
     from emmafuse.image_io import ImageReadError, pair_folders, read_image, write_image
-    from emmafuse.outputs import check_not_inputs, check_output_folder
+    from emmafuse.outputs import check_fused_outputs, check_not_inputs, check_output_folder, same_file
 
     out_dir, ext = _output_folder(args)
+    if same_file(args.ir_dir, args.vis_dir):
+        raise CliError(f"--ir-dir and --vis-dir are the same folder ({args.vis_dir}); give one folder per modality")
     with as_cli_error():
         found = pair_folders(args.ir_dir, args.vis_dir, roles=("--ir-dir", "--vis-dir"))
         if not found.pairs:
@@ -87,6 +95,8 @@ def _fuse_folders(args: argparse.Namespace, kwargs: dict[str, Any]) -> int:
         targets = [out_dir / f"{stem}{ext}" for stem, _, _ in found.pairs]
         check_not_inputs(targets, [f for _, a, b in found.pairs for f in (a, b)])  # links into the sources
     todo = [(pair, target) for pair, target in zip(found.pairs, targets) if args.overwrite or not target.exists()]
+    with as_cli_error():  # 16-bit results as .jpg: refused now, not skipped after fusing
+        check_fused_outputs([(target, ir, vis) for (_, ir, vis), target in todo])
     kept = len(found.pairs) - len(todo)
     fuser = load_fuser(args) if todo else None  # nothing left to fuse: no need for weights
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -112,6 +122,8 @@ def _fuse_folders(args: argparse.Namespace, kwargs: dict[str, Any]) -> int:
 
 
 def _cmd_fuse(args: argparse.Namespace) -> int:
+    from emmafuse.image_io import max_pixels
+
     folder_mode = args.ir_dir is not None or args.vis_dir is not None
     if folder_mode:
         if args.ir or args.vis or args.ir_dir is None or args.vis_dir is None:
@@ -119,6 +131,8 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     elif not (args.ir and args.vis):
         raise CliError("give IR and VIS files, or --ir-dir and --vis-dir")
     kwargs = fuse_kwargs(args)
+    with as_cli_error():
+        max_pixels()  # a bad EMMAFUSE_MAX_PIXELS is a usage error, not a reason to skip every pair
     return _fuse_folders(args, kwargs) if folder_mode else _fuse_files(args, kwargs)
 
 
@@ -148,17 +162,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from emmafuse.weights import list_models
+    from emmafuse.weights import list_models, weights_source
 
     models = list_models(include_unreleased=True)
     if not models:
         print("no models are listed in this build")
         return 0
-    print(f"{'NAME':10s} {'STATUS':11s} {'WEIGHTS':14s} {'HUB REPOSITORY':24s}  DESCRIPTION")
-    for m in models:
-        where = ", ".join(w for w, ok in (("embedded", m.embedded), ("hub", m.published)) if ok) or "-"
-        state = "available" if m.available else m.status
-        print(f"{m.name:10s} {state:11s} {where:14s} {m.repo_id:24s}  {m.description}")
+    rows = [(m.name, "available" if m.available else m.status, weights_source(m), m.description) for m in models]
+    widths = [max(len(r[i]) for r in [("NAME", "STATUS", "SOURCE", ""), *rows]) for i in range(3)]
+    for row in [("NAME", "STATUS", "SOURCE", "DESCRIPTION"), *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths)) + "  " + row[3])
+    print(
+        "\nSOURCE is where emmafuse.load() takes the weights from: the Hugging Face cache, the copy "
+        "embedded in this package, or a download from the Hub."
+    )
+    published = [m for m in models if m.published]
+    if published:
+        print("Published on the Hugging Face Hub: " + ", ".join(f"{m.name} ({m.repo_id})" for m in published))
+    else:
+        print("Nothing is published on the Hugging Face Hub yet: the models ship inside the package and work offline.")
     return 0
 
 
@@ -182,7 +204,7 @@ def add_fuse_command(sub: Any) -> None:
         help="replace existing outputs (default); --no-overwrite refuses an existing -o file and, in folder "
         "mode, keeps existing outputs and fuses only the missing ones",
     )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar (bars are shown on a terminal only)")
     add_runtime_options(p)
     add_tile_options(p)
     p.set_defaults(func=_cmd_fuse)
@@ -198,5 +220,5 @@ def add_demo_command(sub: Any) -> None:
 
 
 def add_models_command(sub: Any) -> None:
-    p = sub.add_parser("models", help="list the released models")
+    p = sub.add_parser("models", help="list the released models and where their weights come from")
     p.set_defaults(func=_cmd_models)

@@ -13,30 +13,10 @@ import os
 
 import numpy as np
 
-from emmafuse.color import BT601_WEIGHTS
 from emmafuse.image_io import read_image
+from emmafuse.metrics.gray import bgr_to_gray_like_cv2
 
 __all__ = ["read_gray_reference", "bgr_to_gray_like_cv2"]
-
-# cv2's float32 BGR2GRAY coefficients: the BT.601 weights rounded to float32.
-_CR, _CG, _CB = (float(np.float32(c)) for c in BT601_WEIGHTS)
-
-
-def bgr_to_gray_like_cv2(rgb: np.ndarray) -> np.ndarray:
-    """Gray levels of an ``(H, W, 3)`` RGB image as the reference computes them.
-
-    The reference converts a *float32* image with ``cv2.cvtColor(..., COLOR_BGR2GRAY)`` and
-    rounds (``np.round``). OpenCV's float kernel evaluates ``fma(R, cr, fma(B, cb, G * cg))``
-    in float32; a product of two float32 numbers is exact in float64, so computing each
-    fused multiply-add in float64 and rounding to float32 gives the same bits (checked
-    against cv2 on all 2^24 colours). Returns float64 integers 0..255.
-    """
-    f32 = np.float32
-    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
-    t = (g.astype(f32) * f32(_CG)).astype(np.float64)
-    t = (b * _CB + t).astype(f32).astype(np.float64)
-    y = (r * _CR + t).astype(f32)
-    return np.round(y).astype(np.float64)
 
 
 def _to_8bit(arr: np.ndarray) -> np.ndarray:

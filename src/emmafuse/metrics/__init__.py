@@ -4,7 +4,10 @@
 >>> scores = evaluate(fused, ir, vis)                  # the "reference" preset
 >>> scores = evaluate(fused, ir, vis, preset="fixed")  # quirks repaired
 
-Images are 2-D gray arrays on the 0..255 scale (any real dtype), all of one shape.
+Images are 2-D gray arrays on the 0..255 scale (any real dtype), all of one shape;
+``(H, W, 1)``, ``(H, W, 3)`` RGB and ``(H, W, 4)`` RGBA arrays (a ``Fuser.fuse`` result keeps
+the RGB layout of its inputs) are converted to gray as the reference evaluator converts colour
+files (:mod:`emmafuse.metrics.gray`; equal channels give that channel unchanged).
 ``A`` is the first source (infrared / CT ...), ``B`` the second (visible / MRI ...).
 Two presets (see ``docs/metrics.md``):
 
@@ -135,7 +138,8 @@ def evaluate(
     """Score one fused image against its two sources.
 
     Args:
-        fused: the fused image F, 2-D, gray levels 0..255 (any real dtype).
+        fused: the fused image F, 2-D, gray levels 0..255 (any real dtype); ``(H, W, 1|3|4)``
+            arrays are converted to gray first (see the module doc).
         a: first source A (infrared, CT, PET, SPECT), same shape.
         b: second source B (visible, MRI), same shape.
         preset: ``"reference"`` (default; the de-facto evaluator's numbers, quirks included)
@@ -150,7 +154,7 @@ def evaluate(
         ``{name: value}`` in the order of :data:`METRICS`.
 
     Raises:
-        ValueError: unknown preset/metric; inputs not 2-D, of different shapes, empty, with
+        ValueError: unknown preset/metric; inputs not 2-D (or ``(H, W, 1|3|4)``), of different shapes, empty, with
             NaN/Inf or |values| > 1e6; an image smaller than a selected metric needs
             (:data:`MIN_SIZE`: 7 for SSIM, 41 for VIF).
     """

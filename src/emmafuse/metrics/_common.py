@@ -13,6 +13,8 @@ from typing import Literal
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from emmafuse.metrics.gray import to_gray
+
 __all__ = [
     "Preset",
     "PRESETS",
@@ -48,6 +50,7 @@ def _validate(image: object, name: str) -> tuple[np.ndarray, float, float, bool]
     arr = np.asarray(image)
     if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise ValueError(f"{name}: expected a real-valued numeric array, got dtype {arr.dtype}")
+    arr = to_gray(arr)  # (H, W, 1|3|4): converted as the reference reader converts colour files
     if arr.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D gray image, got shape {arr.shape}")
     if arr.size == 0:
@@ -67,7 +70,9 @@ def _validate(image: object, name: str) -> tuple[np.ndarray, float, float, bool]
 def as_gray(image: object, name: str = "image") -> np.ndarray:
     """Validate one gray image and return it as a float64 array (a copy only when needed).
 
-    Raises ``ValueError`` for anything that is not a non-empty, finite, real 2-D array
+    ``(H, W, 1)``, ``(H, W, 3)`` RGB and ``(H, W, 4)`` RGBA arrays are converted first
+    (:func:`emmafuse.metrics.gray.to_gray`). Raises ``ValueError`` for anything that is not a
+    non-empty, finite, real 2-D array
     with |values| <= :data:`MAX_ABS_VALUE`.
     """
     return _validate(image, name)[0]
