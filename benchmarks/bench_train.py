@@ -38,7 +38,7 @@ from emmafuse.train.config import TrainConfig  # noqa: E402
 from emmafuse.train.losses import l1_gradient_loss  # noqa: E402
 from emmafuse.train.pseudo_gt import GuidedFilterFusion, LaplacianPyramidFusion  # noqa: E402
 from emmafuse.train.sensing import SensingUNet  # noqa: E402
-from emmafuse.train.recipes import config_from_recipe  # noqa: E402
+from emmafuse.train.resolve import resolve_config  # noqa: E402
 from emmafuse.train.stages import EquivariantObjective, SensingObjective, WarmStartObjective  # noqa: E402
 from emmafuse.train.transforms import Transform, TransformGroup, apply_transforms, official_transforms  # noqa: E402
 
@@ -167,7 +167,7 @@ def main() -> int:
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    cfg = config_from_recipe(args.recipe or ("gpu-ivf" if device.type == "cuda" else "cpu-ivf"))
+    cfg = resolve_config(args.recipe or ("gpu-ivf" if device.type == "cuda" else "cpu-ivf"))
     args.crop = args.crop or cfg.data.crop
     batch = args.batch or cfg.fuser.batch
     amp = device.type == "cuda" and not args.no_amp

@@ -13,7 +13,8 @@ from emmafuse.cli.train import main as train_main
 from emmafuse.train.config import ConfigError
 from emmafuse.train.data import PairStore, find_pairs
 from emmafuse.train.pseudo_gt import fill_pseudo_gt, parse_sources
-from emmafuse.train.recipes import config_from_recipe, list_recipes, load_recipe
+from emmafuse.train.recipes import list_recipes, load_recipe
+from emmafuse.train.resolve import resolve_config
 from emmafuse.train.synthetic import tiny_config, write_synthetic_pairs
 
 
@@ -26,13 +27,13 @@ def test_shipped_recipes_load_and_validate() -> None:
     names = {r.name for r in list_recipes()}
     assert {"cpu-ivf", "cpu-mif", "gpu-ivf"} <= names
     for name in names:
-        cfg = config_from_recipe(name)
+        cfg = resolve_config(name)
         assert cfg.recipe == name
         assert load_recipe(name).description
 
 
 def test_cpu_recipe_changes_the_defaults_it_names() -> None:
-    cfg = config_from_recipe("cpu-ivf")
+    cfg = resolve_config("cpu-ivf")
     assert cfg.warm_start.steps > 0 and cfg.device == "cpu"
     assert cfg.data.workers == 0  # no worker processes fighting the compute threads
 
@@ -42,8 +43,8 @@ def test_unknown_recipe_and_unknown_keys_are_clear(tmp_path: Path, capsys: pytes
         load_recipe("nope")
     bad = tmp_path / "bad.json"
     bad.write_text('{"settings": {"fuser": {"typo": 1}}}')
-    with pytest.raises(ConfigError, match="unknown config keys in 'fuser'"):
-        config_from_recipe(str(bad))
+    with pytest.raises(ConfigError, match="unknown config key 'fuser.typo'"):
+        resolve_config(str(bad))
     assert train_main(["recipes"]) == 0
     assert "cpu-ivf" in capsys.readouterr().out
     assert train_main(["defaults", "--recipe", "nope"]) == 2

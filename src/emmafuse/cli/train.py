@@ -29,10 +29,10 @@ _FLAGS: dict[str, tuple[str, Any, str]] = {
     "--out": ("out_dir", str, "run folder (checkpoints, logs, exported weights); default runs/emma"),
     "--device": ("device", str, "auto (default), cpu, cuda, cuda:1, ..."),
     "--seed": ("seed", int, "random seed (default 0)"),
-    "--workers": ("data.workers", int, "DataLoader worker processes (default 4)"),
+    "--workers": ("data.workers", int, "DataLoader worker processes (default -1: none on a CPU, up to 4 on a GPU)"),
     "--crop": ("data.crop", int, "training patch side, multiple of 16 (default 128)"),
     "--val-pairs": ("data.val_pairs", int, "pairs held out for validation (default 10)"),
-    "--pseudo-gt": ("sensing.pseudo_gt", str, "pseudo-GT sources, comma separated: laplacian, gff, bootstrap, folder:DIR, fuser:WEIGHTS (default laplacian,gff)"),
+    "--pseudo-gt": ("sensing.pseudo_gt", str, "pseudo-GT sources, comma separated: laplacian, gff, gff-max, bootstrap, folder:DIR, fuser:WEIGHTS (default laplacian,gff)"),
     "--sensing-base": ("sensing.base", int, "sensing U-Net base width (default 16; official 64)"),
     "--sensing-steps": ("sensing.steps", int, "stage II steps (default 1500)"),
     "--sensing-batch": ("sensing.batch", int, "stage II patches per step and process (default 64)"),
@@ -114,29 +114,24 @@ def _error(message: str) -> CliError:
     return CliError(message, command="train")
 
 
-def _build_config(args: argparse.Namespace) -> TrainConfig:
-    from emmafuse.train.config import ConfigError, TrainConfig
-    from emmafuse.train.recipes import config_from_recipe
+def _overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """The command line as ``(dotted key, value)`` pairs: folders, flags, switches, then ``--set``."""
+    from emmafuse.train.config import ConfigError
 
-    cfg = config_from_recipe(args.recipe) if args.recipe else TrainConfig()
-    saved = Path(args.out or cfg.out_dir) / "config.json"
-    if args.config is not None:
-        cfg = TrainConfig.load(args.config)
-    elif args.resume and saved.is_file():
-        cfg = TrainConfig.load(saved)
+    out: list[tuple[str, Any]] = []
     if args.ir is not None or args.vis is not None:
         irs, viss = args.ir or [], args.vis or []
         if len(irs) != len(viss):
             raise ConfigError(f"--ir given {len(irs)} time(s) but --vis {len(viss)}: give them in pairs")
-        cfg.data.ir_dir, cfg.data.vis_dir = irs[0], viss[0]
-        cfg.data.extra_ir_dirs, cfg.data.extra_vis_dirs = tuple(irs[1:]), tuple(viss[1:])
+        out += [("data.ir_dir", irs[0]), ("data.vis_dir", viss[0]),
+                ("data.extra_ir_dirs", irs[1:]), ("data.extra_vis_dirs", viss[1:])]
     for flag, (key, _, _) in _FLAGS.items():
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
-            cfg.override(key, value)
+            out.append((key, value))
     for flag, (key, value, _) in _SWITCHES.items():
         if getattr(args, flag[2:].replace("-", "_")):
-            cfg.override(key, value)
+            out.append((key, value))
     for item in args.set:
         key, sep, raw = item.partition("=")
         if not sep:
@@ -145,32 +140,25 @@ def _build_config(args: argparse.Namespace) -> TrainConfig:
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
-        cfg.override(key.strip(), value)
-    cfg.validate()
+        out.append((key.strip(), value))
+    return out
+
+
+def _build_config(args: argparse.Namespace) -> TrainConfig:
+    """defaults < --recipe < --config < flags < --set (:func:`emmafuse.train.resolve.resolve_config`);
+    with ``--resume`` the run's saved configuration, which the command line may not contradict."""
+    from emmafuse.train.config import ConfigError
+    from emmafuse.train.resolve import resolve_config
+
+    overrides = _overrides(args)
+    saved = None
+    if args.resume:
+        out = args.out or resolve_config(args.recipe, args.config, []).out_dir
+        saved = Path(out) / "config.json"
+    cfg = resolve_config(args.recipe, args.config, overrides, resume_from=saved)
     if not cfg.data.folder_pairs() or any(not a or not b for a, b in cfg.data.folder_pairs()):
         raise ConfigError("name the training pairs with --ir DIR --vis DIR (or --pairs-file, or in --config)")
     return cfg
-
-
-def _check_before_run_folder(cfg: TrainConfig, export: Path | None) -> None:
-    """Data and outputs are checked before the Trainer creates the run folder.
-
-    A run that fails here leaves no ``config.json`` behind, so its corrected rerun is not
-    refused as an existing run.
-    """
-    from emmafuse.outputs import OutputError, check_output_file, check_output_folder
-    from emmafuse.train.config import ConfigError
-    from emmafuse.train.data import check_training_data
-
-    d = cfg.data
-    folders = d.folder_pairs()
-    check_training_data(folders, d.val_pairs, cfg.seed, d.crop)
-    try:
-        check_output_folder(cfg.out_dir, [f for pair in folders for f in pair], what="run folder (--out)")
-        if export is not None:
-            check_output_file(export, what="--export file")
-    except OutputError as exc:
-        raise ConfigError(str(exc)) from exc
 
 
 def _run(args: argparse.Namespace, action: Callable[[Trainer], object]) -> int:
@@ -179,12 +167,15 @@ def _run(args: argparse.Namespace, action: Callable[[Trainer], object]) -> int:
     from emmafuse.train.config import ConfigError
     from emmafuse.train.data import DataError
     from emmafuse.train.run_folder import RunFolderError
+    from emmafuse.train.preflight import preflight
     from emmafuse.train.trainer import Trainer
 
     trainer = None
     try:
         cfg = _build_config(args)
-        _check_before_run_folder(cfg, getattr(args, "export", None))
+        preflight(cfg, getattr(args, "export", None))
+        if not args.recipe and not args.resume and not cfg.recipe:
+            _suggest_recipe(cfg)
         trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite)
         action(trainer)
         return 0
@@ -196,6 +187,20 @@ def _run(args: argparse.Namespace, action: Callable[[Trainer], object]) -> int:
     finally:
         if trainer is not None:
             trainer.close()
+
+
+def _suggest_recipe(cfg: TrainConfig) -> None:
+    """The defaults are the GPU recipe: on a machine without CUDA, say which recipe fits."""
+    import torch
+
+    on_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+    if on_cpu:
+        print(
+            "emmafuse train: note: no --recipe given; the defaults are sized for a GPU (gpu-ivf). "
+            "On this CPU use --recipe cpu-ivf-v2 (infrared-visible) or --recipe cpu-mif (medical); "
+            "`emmafuse train recipes` lists them.",
+            file=sys.stderr,
+        )
 
 
 def _cmd_all(args: argparse.Namespace) -> int:
@@ -215,12 +220,20 @@ def _cmd_fuser(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from emmafuse.outputs import OutputError, check_output_file
+    from emmafuse.outputs import OutputError
     from emmafuse.train.ckpt_io import CheckpointError
+    from emmafuse.train.config import ConfigError, TrainConfig
     from emmafuse.train.export import export_run
+    from emmafuse.train.output_checks import check_weights_destination
+    from emmafuse.train.preflight import input_folders
 
+    saved = args.out / "config.json"
+    try:  # the run's own training folders are inputs too
+        folders = input_folders(TrainConfig.load(saved)) if saved.is_file() else []
+    except ConfigError:
+        folders = []
     try:
-        check_output_file(args.to if args.to is not None else args.out / "fuser.safetensors", what="--to file")
+        check_weights_destination(args.to if args.to is not None else args.out / "fuser.safetensors", folders, what="--to file")
     except OutputError as exc:  # before reading the checkpoint
         raise _error(str(exc)) from exc
     try:
@@ -232,10 +245,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_defaults(args: argparse.Namespace) -> int:
     from emmafuse.train.config import ConfigError, TrainConfig
-    from emmafuse.train.recipes import config_from_recipe
+    from emmafuse.train.resolve import resolve_config
 
     try:
-        cfg = config_from_recipe(args.recipe) if args.recipe else TrainConfig()
+        cfg = resolve_config(args.recipe) if args.recipe else TrainConfig()
     except ConfigError as exc:
         raise _error(str(exc)) from exc
     print(json.dumps(cfg.to_dict(), indent=2))

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from emmafuse.train.augment import SYMMETRIC_SOURCES
+
 __all__ = [
     "ConfigError",
     "DataConfig",
@@ -48,9 +50,26 @@ class DataConfig:
     max_crop_tries: int = 10  #: crops tried per sample before accepting a low-contrast one
     val_pairs: int = 10  #: pairs held out of the training folders for validation
     val_crop: int = 256  #: side of the fixed centre crop used for validation (multiple of 16)
-    workers: int = 4  #: DataLoader worker processes (0: load in the main process); stage II needs ~1600 patches/s
+    workers: int = -1  #: DataLoader worker processes (0: the main process; -1: auto, see effective_workers)
     cache_dir: str = ""  #: pseudo-GT cache folder ("" = ~/.cache/emmafuse/pseudo_gt, "none" = no cache)
+    holdout: tuple[str, ...] = ()  #: glob patterns on pair names or domains ("ivf/LLVIP"): never trained on, validated per domain
+    holdout_pairs: int = 12  #: at most this many pairs of each held-out domain are validated
+    holdout_crop: int = 320  #: side of the held-out domains' centre crops (multiple of 16)
+    balance: str = "pairs"  #: "pairs" (each pair once per epoch) or "domains" (each source equally often)
+    swap: float = 0.0  #: warm start: probability that the inputs swap slots (symmetric targets only)
+    noise: float = 0.0  #: warm start: probability, per input, of sensor noise (the target stays clean)
+    scale_min: float = 1.0  #: warm start and stage III: smallest random downscale before the crop (1 = off)
 
+
+    def effective_workers(self, device_type: str) -> int:
+        """Worker processes to use: ``workers`` when set, else 0 on a CPU (workers would steal the
+        cores the training computes on; patch work is a few percent of a step) and up to 4 on a
+        GPU (stage II needs ~1600 patches/s), never more than the cores less one."""
+        if self.workers >= 0:
+            return self.workers
+        if device_type == "cpu":
+            return 0
+        return max(0, min(4, (os.cpu_count() or 1) - 1))
 
     def folder_pairs(self) -> list[tuple[str, str]]:
         """Every (ir folder, vis folder) pair to train on: the first, the extras, the pairs file's.
@@ -238,8 +257,19 @@ class TrainConfig:
             raise ConfigError(f"data.crop must be a multiple of 16 and >= 16, got {d.crop}")
         if d.val_crop < 16 or d.val_crop % 16:
             raise ConfigError(f"data.val_crop must be a multiple of 16 and >= 16, got {d.val_crop}")
-        if d.val_pairs < 0 or d.workers < 0 or d.max_crop_tries < 1:
-            raise ConfigError("data.val_pairs and data.workers must be >= 0, data.max_crop_tries >= 1")
+        if d.holdout_crop < 16 or d.holdout_crop % 16 or d.holdout_pairs < 1:
+            raise ConfigError("data.holdout_crop must be a multiple of 16 and >= 16, data.holdout_pairs >= 1")
+        if d.balance not in ("pairs", "domains"):
+            raise ConfigError(f"data.balance must be 'pairs' or 'domains', got {d.balance!r}")
+        if not (0 <= d.swap <= 1 and 0 <= d.noise <= 1 and 0 < d.scale_min <= 1):
+            raise ConfigError("data.swap and data.noise must lie in [0, 1], data.scale_min in (0, 1]")
+        if d.swap > 0 and self.warm_start.target not in SYMMETRIC_SOURCES:
+            raise ConfigError(
+                f"data.swap needs a warm-start target that does not depend on the input order "
+                f"({', '.join(SYMMETRIC_SOURCES)}), not {self.warm_start.target!r}"
+            )
+        if d.val_pairs < 0 or d.workers < -1 or d.max_crop_tries < 1:
+            raise ConfigError("data.val_pairs must be >= 0, data.workers >= -1 (auto), data.max_crop_tries >= 1")
         for name, stage in (("sensing", s), ("bootstrap", self.bootstrap), ("warm_start", self.warm_start), ("fuser", f)):
             if stage.steps < 0 or stage.batch < 1 or stage.lr <= 0:
                 raise ConfigError(f"{name}: steps must be >= 0, batch >= 1 and lr > 0")

@@ -9,7 +9,9 @@ number of workers.
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from emmafuse.image_io import IMAGE_SUFFIXES, ImageReadError, PairingError, index_images, pair_folders, read_luma, rgb_to_y
+from emmafuse.train.augment import Augment, add_sensor_noise
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -39,6 +42,8 @@ __all__ = [
     "describe_pairs",
     "check_training_data",
     "collect_pairs",
+    "pair_domain",
+    "split_holdout",
 ]
 
 # One suffix list and one pairing rule for fuse, eval and train (emmafuse.image_io); an alias, not a copy.
@@ -144,7 +149,7 @@ def _check_sizes(mismatched: Sequence[str], small: Sequence[str], min_side: int)
 
 def check_training_data(
     folder_pairs: Sequence[tuple[str | os.PathLike[str], str | os.PathLike[str]]], val_pairs: int, seed: int,
-    min_side: int,
+    min_side: int, holdout: Sequence[str] = (),
 ) -> list[ImagePair]:
     """Everything about the data that can be checked cheaply, before a run folder is created.
 
@@ -159,7 +164,8 @@ def check_training_data(
     from PIL import Image, UnidentifiedImageError
 
     pairs = collect_pairs(folder_pairs)
-    train, _ = split_pairs(pairs, val_pairs, seed)
+    kept, _ = split_holdout(pairs, holdout)
+    train, _ = split_pairs(kept, val_pairs, seed)
     training = {p.stem for p in train}
     mismatched, small = [], []
     for pair in pairs:
@@ -186,6 +192,37 @@ def split_pairs(pairs: Sequence[ImagePair], val_pairs: int, seed: int) -> tuple[
     val = sorted((pairs[i] for i in order[:val_pairs]), key=lambda p: p.stem)
     train = sorted((pairs[i] for i in order[val_pairs:]), key=lambda p: p.stem)
     return train, val
+
+
+def pair_domain(stem: str) -> str:
+    """The source a pair comes from: its set prefix plus the leading word of its file name.
+
+    ``ivf/FLIR_00006`` -> ``ivf/FLIR``, ``ivf/LLVIP_190001`` -> ``ivf/LLVIP``,
+    ``M3SVD/M3SVD_0111_1716_0005`` -> ``M3SVD/M3SVD``, ``M3SVDvf_0111`` -> ``M3SVDvf``; a name without a leading word is its own
+    set's domain (``MRI_PET/2004`` -> ``MRI_PET``).
+    """
+    head, _, name = stem.rpartition("/")
+    word = re.match(r"[A-Za-z][A-Za-z0-9]*", name)
+    label = word.group(0) if word else ""
+    return "/".join(part for part in (head, label) if part) or "pairs"
+
+
+def split_holdout(pairs: Sequence[ImagePair], patterns: Sequence[str]) -> tuple[list[ImagePair], list[ImagePair]]:
+    """Pairs whose name (``set/stem``) or domain matches one of the glob ``patterns`` are held out.
+
+    Returns ``(kept, held_out)``. A whole source held out this way is never trained on and
+    measures how the model does outside its training domain.
+
+    Raises:
+        DataError: a pattern matches no pair (a typo would otherwise silently train on everything).
+    """
+    held: set[str] = set()
+    for pattern in patterns:
+        hits = {p.stem for p in pairs if fnmatch.fnmatchcase(p.stem, pattern) or fnmatch.fnmatchcase(pair_domain(p.stem), pattern)}
+        if not hits:
+            raise DataError(f"held-out pattern {pattern!r} matches no pair (names look like {pairs[0].stem!r})")
+        held |= hits
+    return [p for p in pairs if p.stem not in held], [p for p in pairs if p.stem in held]
 
 
 def is_low_contrast(
@@ -266,6 +303,8 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
         max_tries: int = 10,
         with_fused: bool = False,
         sources: Sequence[str] | None = None,
+        augment: Augment | None = None,
+        balance: str = "pairs",
     ) -> None:
         if with_fused and not store.fused:
             raise ValueError("with_fused=True needs pseudo ground truth in the store")
@@ -280,26 +319,58 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
         self.max_tries = max_tries
         self.with_fused = with_fused
         self.sources = sorted(sources) if sources is not None else sorted(store.fused)
+        self.augment = augment or Augment()
+        if balance not in ("pairs", "domains"):
+            raise ValueError(f"balance must be 'pairs' or 'domains', got {balance!r}")
+        self.balance = balance
+        groups: dict[str, list[int]] = {}
+        for i, stem in enumerate(store.stems):
+            groups.setdefault(pair_domain(stem), []).append(i)
+        self.domains = [groups[name] for name in sorted(groups)]
 
     def pair_index(self, k: int) -> int:
-        """Every pair once per epoch of ``len(store)`` samples, in a seeded order."""
+        """Which pair sample ``k`` comes from.
+
+        ``balance="pairs"``: every pair once per epoch of ``len(store)`` samples, in a seeded
+        order. ``"domains"``: a domain (:func:`pair_domain`) drawn uniformly, then one of its
+        pairs, so 12 frames of a rare source weigh as much as 150 photographs of a common one.
+        """
+        if self.balance == "domains" and len(self.domains) > 1:
+            rng = np.random.default_rng([self.seed, self.stage, 3, k])
+            members = self.domains[int(rng.integers(len(self.domains)))]
+            return members[int(rng.integers(len(members)))]
         n = len(self.store)
         epoch, pos = divmod(k, n)
         return int(np.random.default_rng([self.seed, self.stage, 1, epoch]).permutation(n)[pos])
 
-    def _crop(self, idx: int, rng: np.random.Generator) -> tuple[int, int, np.ndarray, np.ndarray, int]:
-        """A crop position and its patches; the last value is the number of tries (0: none passed)."""
+    def _side(self, idx: int, rng: np.random.Generator) -> int:
+        """Side of the region cut from the image: the crop, or more when downscaling is on."""
+        if self.augment.scale_min >= 1:
+            return self.crop
+        h, w = self.store.ir[idx].shape
+        scale = rng.uniform(self.augment.scale_min, 1.0)
+        return max(self.crop, min(int(round(self.crop / scale)), h, w))
+
+    def _cut(self, img: np.ndarray, y: int, x: int, side: int) -> np.ndarray:
+        """The ``side``-square region at ``(y, x)``, area-resampled to the crop size."""
+        patch = img[y : y + side, x : x + side].astype(np.float32)
+        if side == self.crop:
+            return patch
+        t = torch.from_numpy(patch)[None, None]
+        return torch.nn.functional.interpolate(t, size=(self.crop, self.crop), mode="area")[0, 0].numpy()
+
+    def _crop(self, idx: int, rng: np.random.Generator) -> tuple[int, int, int, np.ndarray, np.ndarray, int]:
+        """A region ``(y, x, side)`` and its patches; the last value is the number of tries (0: none passed)."""
         a, b = self.store.ir[idx], self.store.vis[idx]
         h, w = a.shape
-        c = self.crop
+        c = self._side(idx, rng)
         for attempt in range(1, self.max_tries + 1):
             y = int(rng.integers(0, h - c + 1))
             x = int(rng.integers(0, w - c + 1))
-            pa = a[y : y + c, x : x + c].astype(np.float32)
-            pb = b[y : y + c, x : x + c].astype(np.float32)
+            pa, pb = self._cut(a, y, x, c), self._cut(b, y, x, c)
             if not self.low_contrast_filter or not (is_low_contrast(pa) or is_low_contrast(pb)):
-                return y, x, pa, pb, attempt
-        return y, x, pa, pb, 0  # every try was low-contrast: keep the last one (official behaviour)
+                return y, x, c, pa, pb, attempt
+        return y, x, c, pa, pb, 0  # every try was low-contrast: keep the last one (official behaviour)
 
     def filter_stats(self, n: int = 512) -> dict[str, float]:
         """How the low-contrast filter treats this data, from the first ``n`` samples.
@@ -314,7 +385,7 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
         foreground = []
         for k in range(n):
             rng = np.random.default_rng([self.seed, self.stage, 2, k])
-            _, _, pa, pb, used = self._crop(self.pair_index(k), rng)
+            _, _, _, pa, pb, used = self._crop(self.pair_index(k), rng)
             tries += used or self.max_tries
             fallbacks += used == 0
             foreground.append(float(((pa > FOREGROUND_LEVEL) | (pb > FOREGROUND_LEVEL)).mean()))
@@ -329,12 +400,11 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         idx = self.pair_index(k)
         rng = np.random.default_rng([self.seed, self.stage, 2, k])
-        y, x, pa, pb, _ = self._crop(idx, rng)
-        c = self.crop
+        y, x, side, pa, pb, _ = self._crop(idx, rng)
         out = {"ir": pa, "vis": pb}
         if self.with_fused:
             name = self.sources[int(rng.integers(len(self.sources)))]
-            out["fused"] = self.store.fused[name][idx][y : y + c, x : x + c].astype(np.float32)
+            out["fused"] = self._cut(self.store.fused[name][idx], y, x, side)
         if self.flips:
             flip_h, flip_v = rng.random(2) < 0.5
             for key in out:
@@ -342,7 +412,24 @@ class PatchDataset(Dataset[dict[str, torch.Tensor]]):
                     out[key] = out[key][:, ::-1]
                 if flip_v:
                     out[key] = out[key][::-1, :]
+        if self.augment.any_input_change:
+            out = self._augment_inputs(out, rng)
         return {key: torch.from_numpy(np.ascontiguousarray(v)[None]) for key, v in out.items()}
+
+    def _augment_inputs(self, out: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Noise and swap on the inputs; the clean pair stays as ``ir_ref`` / ``vis_ref`` (same slots)."""
+        a, b = out["ir"], out["vis"]
+        aug = self.augment
+        noisy = []
+        for patch in (a, b):
+            if aug.noise > 0 and rng.random() < aug.noise:
+                patch = add_sensor_noise(patch, rng, aug.noise_sigma, aug.noise_rows)
+            noisy.append(patch)
+        ref = [a, b]
+        if aug.swap > 0 and rng.random() < aug.swap:
+            noisy.reverse()
+            ref.reverse()
+        return {**out, "ir": noisy[0], "vis": noisy[1], "ir_ref": ref[0], "vis_ref": ref[1]}
 
 
 class StepSampler(Sampler[int]):

@@ -21,6 +21,7 @@ import torch
 from emmafuse.checkpoint import save_ufuser
 from emmafuse.models import UFuser, UFuserConfig
 from emmafuse.train import ckpt_io
+from emmafuse.train.stage_names import STAGES
 
 __all__ = ["git_commit", "export_fuser", "export_run"]
 
@@ -63,7 +64,7 @@ def export_run(run_dir: str | os.PathLike[str], path: str | os.PathLike[str] | N
     fuser = UFuser(UFuserConfig(channels=(c1, c2, c3, c4), num_heads=int(cfg["fuser"]["num_heads"])))
     fuser.load_state_dict(state["models"]["fuser"])
     steps = {}
-    for stage in ("bootstrap", "sensing", "fuser"):
+    for stage in STAGES:
         if (run / stage / "final" / ckpt_io.MANIFEST).is_file():
             steps[stage] = int(ckpt_io.load_state(run / stage / "final")["meta"]["steps"])
     data_file = run / "data.json"

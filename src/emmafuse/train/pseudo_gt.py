@@ -8,6 +8,7 @@ Source specs (``sensing.pseudo_gt`` / ``--pseudo-gt``, comma separated):
 
 - ``laplacian``: Laplacian-pyramid fusion, max-abs detail selection, averaged base.
 - ``gff``: guided-filtering fusion (Li, Kang & Hu, TIP 2013), a saliency-weighted two-scale rule.
+- ``gff-max``: GFF's detail layer over the brighter base layer (the emma-ivf v2 teacher).
 - ``folder:PATH``: your own fused images, one per pair, matched by file stem.
 - ``fuser:PATH``: a U-Fuser weights file (e.g. released EMMA weights) fuses the pairs.
 - ``bootstrap``: a U-Fuser first trained here with a conventional loss (intensity max +
@@ -41,9 +42,11 @@ __all__ = [
     "PseudoGTSource",
     "LaplacianPyramidFusion",
     "GuidedFilterFusion",
+    "MaxBaseGuidedFilterFusion",
     "FolderPseudoGT",
     "FuserPseudoGT",
     "parse_sources",
+    "check_specs",
     "fill_pseudo_gt",
     "default_cache_dir",
     "box_mean",
@@ -178,18 +181,60 @@ class GuidedFilterFusion(PseudoGTSource):
     def cache_key(self) -> str:
         return f"gff-v1-r{self.r1}-e{self.eps1}-r{self.r2}-e{self.eps2}"
 
-    def fuse(self, ir: torch.Tensor, vis: torch.Tensor, stem: str = "") -> torch.Tensor:
-        imgs = torch.cat([ir.float(), vis.float()], 0)  # (2, 1, H, W)
+    def _split(self, ir: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Both images stacked ``(2, 1, H, W)``, their base layers (31x31 mean) and the
+        fused detail layer (saliency decision refined by the r2 guided filter)."""
+        imgs = torch.cat([ir.float(), vis.float()], 0)
         base = box_mean(imgs, 15)
         detail = imgs - base
         sal = _separable(F.conv2d(_pad(imgs, 1), self._lap.to(imgs)).abs(), self._gauss)
-        p = torch.cat([(sal[:1] >= sal[1:]).float(), (sal[:1] < sal[1:]).float()], 0)
-        wb = guided_filter(imgs, p, self.r1, self.eps1).clamp_min(0)
-        wd = guided_filter(imgs, p, self.r2, self.eps2).clamp_min(0)
-        wb = wb / wb.sum(0, keepdim=True).clamp_min(1e-8)
-        wd = wd / wd.sum(0, keepdim=True).clamp_min(1e-8)
-        fused = (wb * base).sum(0, keepdim=True) + (wd * detail).sum(0, keepdim=True)
-        return fused.clamp(0, 1)
+        p = _decision(sal)
+        wd = _normalised(guided_filter(imgs, p, self.r2, self.eps2))
+        return imgs, base, (wd * detail).sum(0, keepdim=True)
+
+    def fuse(self, ir: torch.Tensor, vis: torch.Tensor, stem: str = "") -> torch.Tensor:
+        imgs, base, detail = self._split(ir, vis)
+        sal = _separable(F.conv2d(_pad(imgs, 1), self._lap.to(imgs)).abs(), self._gauss)
+        wb = _normalised(guided_filter(imgs, _decision(sal), self.r1, self.eps1))
+        return ((wb * base).sum(0, keepdim=True) + detail).clamp(0, 1)
+
+
+class MaxBaseGuidedFilterFusion(GuidedFilterFusion):
+    """GFF's detail layer over a *brighter-base* rule: the emma-ivf v2 teacher (``gff-max``).
+
+    GFF takes each region's base layer from the image with more local texture. Where the
+    visible camera sees a smooth bright sky and the infrared a dark grainy one, that is the
+    infrared, and the sky turns black (RoadScene); on TNO the same rule flips to the visible
+    image. Here the base decision is which base layer is brighter (hot targets from the
+    infrared, lit scenery and sky from the visible), refined by a guided filter (r=15,
+    eps=0.01) so the switch follows edges without seams; the detail layer is GFF's.
+    Symmetric in its inputs. Chosen on held-out training domains (LLVIP, M3SVD), never on a
+    test set: docs/training.md.
+    """
+
+    name = "gff-max"
+
+    def __init__(self, r1: int = 15, eps1: float = 0.01, r2: int = 7, eps2: float = 1e-6) -> None:
+        super().__init__(r1, eps1, r2, eps2)
+
+    def cache_key(self) -> str:
+        return f"gff-max-v1-r{self.r1}-e{self.eps1}-r{self.r2}-e{self.eps2}"
+
+    def fuse(self, ir: torch.Tensor, vis: torch.Tensor, stem: str = "") -> torch.Tensor:
+        imgs, base, detail = self._split(ir, vis)
+        wb = _normalised(guided_filter(imgs, _decision(base), self.r1, self.eps1))
+        return ((wb * base).sum(0, keepdim=True) + detail).clamp(0, 1)
+
+
+def _decision(score: torch.Tensor) -> torch.Tensor:
+    """Binary maps ``(2, 1, H, W)``: where the first image's score wins (ties to it), and the rest."""
+    first = (score[:1] >= score[1:]).float()
+    return torch.cat([first, 1.0 - first], 0)
+
+
+def _normalised(weights: torch.Tensor) -> torch.Tensor:
+    w = weights.clamp_min(0)
+    return w / w.sum(0, keepdim=True).clamp_min(1e-8)
 
 
 # ---------------------------------------------------------------------- external sources
@@ -267,6 +312,8 @@ def parse_sources(specs: Sequence[str], bootstrap: UFuser | None = None) -> list
             sources.append(LaplacianPyramidFusion())
         elif spec == "gff":
             sources.append(GuidedFilterFusion())
+        elif spec == "gff-max":
+            sources.append(MaxBaseGuidedFilterFusion())
         elif spec.startswith("folder:"):
             sources.append(FolderPseudoGT(spec[len("folder:") :]))
         elif spec.startswith("fuser:"):
@@ -277,12 +324,31 @@ def parse_sources(specs: Sequence[str], bootstrap: UFuser | None = None) -> list
             sources.append(FuserPseudoGT(bootstrap, name="bootstrap"))
         else:
             raise DataError(
-                f"unknown pseudo-GT source {spec!r}: use laplacian, gff, bootstrap, folder:PATH or fuser:PATH"
+                f"unknown pseudo-GT source {spec!r}: use laplacian, gff, gff-max, bootstrap, folder:PATH or fuser:PATH"
             )
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         raise DataError(f"pseudo-GT sources repeat: {names}")
     return sources
+
+
+def check_specs(specs: Sequence[str], stems: Sequence[str]) -> None:
+    """Check pseudo-GT source specs before a run starts: known kinds, folders that cover every
+    pair, readable weights files (``bootstrap`` is trained by the run itself).
+
+    Raises:
+        DataError: one line naming the bad source.
+    """
+    from emmafuse.errors import WeightsError
+
+    for spec in (raw.strip() for raw in specs):
+        if spec == "bootstrap":
+            continue
+        try:
+            for source in parse_sources([spec], bootstrap=None):
+                source.check(stems)
+        except WeightsError as exc:
+            raise DataError(f"pseudo-GT source {spec!r}: {exc}") from exc
 
 
 def default_cache_dir() -> Path:

@@ -1,7 +1,8 @@
 """Named training recipes: JSON files shipped in ``emmafuse/train/recipes/``.
 
 A recipe is ``{"description": "...", "settings": {<partial TrainConfig>}}``; its settings are
-laid over the defaults, then ``--config``/flags/``--set`` override them. ``emmafuse train
+laid over the defaults, then ``--config``/flags/``--set`` override them
+(:func:`emmafuse.train.resolve.resolve_config`, the one precedence chain). ``emmafuse train
 recipes`` lists them. A path to a JSON file of the same form works wherever a name does.
 """
 
@@ -13,9 +14,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from emmafuse.train.config import ConfigError, TrainConfig
+from emmafuse.train.config import ConfigError
 
-__all__ = ["Recipe", "list_recipes", "load_recipe", "config_from_recipe"]
+__all__ = ["Recipe", "list_recipes", "load_recipe"]
 
 
 @dataclass(frozen=True)
@@ -54,20 +55,3 @@ def load_recipe(name_or_path: str) -> Recipe:
     if path.suffix == ".json" and path.is_file():
         return _parse(path.stem, path.read_text(encoding="utf-8"), str(path))
     raise ConfigError(f"unknown recipe {name_or_path!r}; shipped: {', '.join(sorted(shipped)) or 'none'} (or a .json path)")
-
-
-def config_from_recipe(name_or_path: str) -> TrainConfig:
-    """The default configuration with the recipe's settings applied (``cfg.recipe`` names it)."""
-    recipe = load_recipe(name_or_path)
-    base = TrainConfig().to_dict()
-    _merge(base, recipe.settings, recipe.name)
-    base["recipe"] = recipe.name
-    return TrainConfig.from_dict(base)
-
-
-def _merge(into: dict[str, Any], settings: dict[str, Any], where: str) -> None:
-    for key, value in settings.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value, where)
-        else:
-            into[key] = value

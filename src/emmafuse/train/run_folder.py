@@ -25,11 +25,12 @@ from typing import Any
 from emmafuse.train import ckpt_io
 from emmafuse.train.config import TrainConfig
 from emmafuse.train.distributed import DistContext
+from emmafuse.train.stage_names import STAGES
 
 __all__ = ["RunFolder", "RunFolderError", "RUN_FILES"]
 
 #: What a run writes at the top of its folder (nothing else there is touched, even by --overwrite).
-RUN_FILES = ("config.json", "data.json", "log.jsonl", "bootstrap", "warm_start", "sensing", "fuser", "fuser.safetensors")
+RUN_FILES = ("config.json", "data.json", "log.jsonl", *STAGES, "fuser.safetensors")
 
 
 class RunFolderError(ValueError):

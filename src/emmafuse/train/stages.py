@@ -113,12 +113,17 @@ class WarmStartObjective(nn.Module):
         super().__init__()
         self.fuser, self.grad_max = fuser, grad_max
 
-    def forward(self, ir: torch.Tensor, vis: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, Parts]:
+    def forward(
+        self, ir: torch.Tensor, vis: torch.Tensor, target: torch.Tensor,
+        ir_ref: torch.Tensor | None = None, vis_ref: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, Parts]:
+        """``ir_ref`` / ``vis_ref``: the clean sources when the inputs carry augmentation noise
+        (the gradient-max term must not ask for the noise's edges)."""
         f = self.fuser(ir, vis)
         l_fit = l1_gradient_loss(f, target)
         if not self.grad_max:
             return l_fit, {"fit": l_fit.detach()}
-        l_grad = gradient_max_loss(f, ir, vis)
+        l_grad = gradient_max_loss(f, ir if ir_ref is None else ir_ref, vis if vis_ref is None else vis_ref)
         return l_fit + self.grad_max * l_grad, {"fit": l_fit.detach(), "grad_max": l_grad.detach()}
 
 

@@ -32,15 +32,20 @@ from emmafuse.train.data import (
     collect_pairs,
     describe_pairs,
     make_loader,
+    split_holdout,
     split_pairs,
     validation_crops,
 )
+from emmafuse.train.augment import Augment
+from emmafuse.train.domain_validation import DomainCrop, holdout_crops, score_domains
 from emmafuse.train.distributed import DistContext, setup
 from emmafuse.train.losses import conventional_fusion_loss, l1_gradient_loss
+from emmafuse.train.preflight import preflight
 from emmafuse.train.pseudo_gt import default_cache_dir, fill_pseudo_gt, parse_sources
 from emmafuse.train.quick_metrics import quick_metrics
 from emmafuse.train.run_folder import RunFolder, RunFolderError
 from emmafuse.train.sensing import SensingUNet
+from emmafuse.train.stage_names import STAGE_SEED_IDS
 from emmafuse.train.stages import (
     BootstrapObjective,
     EquivariantObjective,
@@ -55,7 +60,6 @@ __all__ = ["Trainer", "StageResult", "RunFolderError", "TrainingHalted", "load_s
 
 M = TypeVar("M", bound=nn.Module)
 
-_STAGE_IDS = {"sensing": 1, "fuser": 2, "bootstrap": 3, "warm_start": 4}
 
 #: Fixed elements for the validation equivariance term (one per kind, official angle).
 VALIDATION_TRANSFORMS = (
@@ -78,7 +82,7 @@ class StageResult:
 
 
 def _stage_seed(seed: int, stage: str, rank: int = 0) -> int:
-    return (seed * 1_000_003 + _STAGE_IDS[stage] * 7919 + rank * 104_729) % (2**63)
+    return (seed * 1_000_003 + STAGE_SEED_IDS[stage] * 7919 + rank * 104_729) % (2**63)
 
 
 def load_sensing(path: str | Path, device: torch.device | str = "cpu") -> tuple[SensingUNet, SensingUNet]:
@@ -131,23 +135,32 @@ class Trainer:
 
         if config.fuser.init:
             self._adopt_init_config()
-        self.run.prepare(config, self.ctx, resume=resume, overwrite=overwrite, log=self.log)
-
+        # data, sources and outputs are checked and the images read before the run folder is written
+        preflight(config)
         d = config.data
-        pairs = collect_pairs(d.folder_pairs())
+        pairs, self.holdout_pairs = split_holdout(collect_pairs(d.folder_pairs()), d.holdout)
         self.train_pairs, self.val_pairs = split_pairs(pairs, d.val_pairs, config.seed)
         self.train_store = PairStore(self.train_pairs, min_side=d.crop)
         self.val_store = PairStore(self.val_pairs) if self.val_pairs else None
+        self.holdout_store = PairStore(self.holdout_pairs) if self.holdout_pairs else None
+        self.run.prepare(config, self.ctx, resume=resume, overwrite=overwrite, log=self.log)
+        self._holdout: list[DomainCrop] | None = None
         self._pseudo_ready = False
         self._bootstrap: UFuser | None = None
         self._warm: UFuser | None = None
         # black backgrounds (medical slices) make many crops low-contrast: say how many survive
         self.filter_stats = self._dataset("fuser", with_fused=False).filter_stats() if d.low_contrast_filter else {}
         if self.ctx.is_main:
-            described = {**describe_pairs(self.train_pairs, self.val_pairs), "patch_filter": self.filter_stats}
+            described = {
+                **describe_pairs(self.train_pairs, self.val_pairs),
+                "holdout_patterns": list(d.holdout),
+                "holdout_stems": [p.stem for p in self.holdout_pairs],
+                "patch_filter": self.filter_stats,
+            }
             self.run.write_data(described)
         self.log(
-            f"{len(self.train_pairs)} training pairs, {len(self.val_pairs)} held out for validation; "
+            f"{len(self.train_pairs)} training pairs, {len(self.val_pairs)} held out for validation, "
+            f"{len(self.holdout_pairs)} in held-out domains; "
             f"device {self.device}, {self.ctx.world} process(es)"
         )
         if self.filter_stats:
@@ -177,11 +190,17 @@ class Trainer:
     def _adopt_init_config(self) -> None:
         from emmafuse.checkpoint import load_ufuser_file
 
-        _, file_cfg, _ = load_ufuser_file(self.cfg.fuser.init)
+        _, file_cfg, _ = load_ufuser_file(self._init_path())
         f = self.cfg.fuser
         if tuple(file_cfg.channels) != tuple(f.channels) or file_cfg.num_heads != f.num_heads:
             self.log(f"--init: using the architecture of {f.init}: channels {file_cfg.channels}, {file_cfg.num_heads} heads")
             f.channels, f.num_heads = file_cfg.channels, file_cfg.num_heads
+
+    def _init_path(self) -> Path:
+        """``fuser.init`` as a file: a path, or a released model's name (``emma-ivf``), offline."""
+        from emmafuse.weights import locate_weights
+
+        return locate_weights(self.cfg.fuser.init, local_files_only=True).path
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.cfg.amp and self.device.type == "cuda":
@@ -310,7 +329,7 @@ class Trainer:
             steps,
             rank=self.ctx.rank,
             world=self.ctx.world,
-            workers=cfg.data.workers,
+            workers=cfg.data.effective_workers(self.device.type),
             pin_memory=self.device.type == "cuda",
         )
         bar = None
@@ -386,8 +405,9 @@ class Trainer:
         how = fill_pseudo_gt(
             self.train_store, sources, self.device, progress=self.cfg.progress and self.ctx.is_main, cache_dir=cache
         )
-        if self.val_store is not None:
-            fill_pseudo_gt(self.val_store, sources, self.device, cache_dir=cache)
+        for store in (self.val_store, self.holdout_store):
+            if store is not None:
+                fill_pseudo_gt(store, sources, self.device, cache_dir=cache)
         detail = ", ".join(f"{name} ({src})" for name, src in how.items())
         self.log(f"pseudo ground truth {detail} ready in {time.perf_counter() - t0:.1f} s")
         self._pseudo_ready = True
@@ -404,7 +424,7 @@ class Trainer:
         if f.init and stage in ("fuser", "warm_start"):
             from emmafuse.checkpoint import build_ufuser, load_ufuser_file
 
-            state, ucfg, _ = load_ufuser_file(f.init)
+            state, ucfg, _ = load_ufuser_file(self._init_path())
             fuser = build_ufuser(state, ucfg, source=f.init).train()
         else:
             c1, c2, c3, c4 = f.channels  # a list too, when set from Python
@@ -480,7 +500,7 @@ class Trainer:
 
         spec = StageSpec(
             "warm_start", objective, {"fuser": fuser}, w, dataset,
-            lambda b, g: (b["ir"], b["vis"], b["fused"]), validate,
+            lambda b, g: (b["ir"], b["vis"], b["fused"], b.get("ir_ref"), b.get("vis_ref")), validate,
             default_lr_step=w.steps // 3, sync_buffers=False, static_graph=True,
             after_step=self._upsampling_constraint(fuser),
         )
@@ -505,11 +525,38 @@ class Trainer:
 
     def _dataset(self, stage: str, with_fused: bool, sources: list[str] | None = None) -> PatchDataset:
         d = self.cfg.data
+        # swap and noise need a clean, order-free target: the warm start only; the sensing nets
+        # learn real sources (no downscale either, their BatchNorm statistics follow the data)
+        if stage == "warm_start":
+            augment = Augment(swap=d.swap, noise=d.noise, scale_min=d.scale_min)
+        elif stage == "fuser":
+            augment = Augment(scale_min=d.scale_min)
+        else:
+            augment = Augment()
         return PatchDataset(
-            self.train_store, d.crop, self.cfg.seed, stage=_STAGE_IDS[stage], flips=d.flips,
+            self.train_store, d.crop, self.cfg.seed, stage=STAGE_SEED_IDS[stage], flips=d.flips,
             low_contrast_filter=d.low_contrast_filter, max_tries=d.max_crop_tries, with_fused=with_fused,
-            sources=sources,
+            sources=sources, augment=augment, balance=d.balance,
         )
+
+    def _holdout_scores(self, fuser: nn.Module) -> dict[str, float]:
+        """Per held-out domain scores of ``fuser`` (:mod:`emmafuse.train.domain_validation`);
+        the teacher's are logged once, the first time."""
+        if self.holdout_store is None:
+            return {}
+        if self._holdout is None:
+            d, w = self.cfg.data, self.cfg.warm_start
+            teacher = w.target if w.target in self.holdout_store.fused else None
+            self._holdout = holdout_crops(self.holdout_store, d.holdout_crop, d.holdout_pairs, teacher)
+            if teacher is not None:
+                scores = score_domains(self._holdout, None)
+                self._record({"teacher": teacher, "holdout": scores})
+                self.log(f"teacher {teacher} on held-out domains: " + ", ".join(f"{k}={v:.4g}" for k, v in scores.items()))
+
+        def run(ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+            return fuser(self._to_device(ir), self._to_device(vis))
+
+        return score_domains(self._holdout, run)
 
     def _val_crops(self) -> list[dict[str, Any]]:
         return validation_crops(self.val_store, self.cfg.data.val_crop) if self.val_store is not None else []
@@ -588,7 +635,7 @@ class Trainer:
             net.train()
         n = max(1, min(self.BN_BATCHES, self.cfg.sensing.steps))
         loader = make_loader(dataset, batch, start, start + n, rank=self.ctx.rank, world=self.ctx.world,
-                             workers=self.cfg.data.workers)
+                             workers=self.cfg.data.effective_workers(self.device.type))
         for b in loader:
             fused = self._to_device(b["fused"])
             with self._autocast():
@@ -668,9 +715,10 @@ class Trainer:
     ) -> dict[str, float]:
         """EN, SD, AG, MI, VIF, Qabf and the grid ratio of the fused crops; with sensing nets also
         their L1s, the equivariance L1 for fixed transforms and the unweighted total."""
-        if not val:
-            return {}
         sums: dict[str, float] = {}
+        holdout = self._holdout_scores(fuser)
+        if not val:
+            return holdout
         for v in val:
             ir, vis = self._to_device(v["ir"]), self._to_device(v["vis"])
             f = fuser(ir, vis).float()
@@ -694,7 +742,7 @@ class Trainer:
             }
             for k, x in vals.items():
                 sums[k] = sums.get(k, 0.0) + x
-        return {k: x / len(val) for k, x in sums.items()}
+        return {**{k: x / len(val) for k, x in sums.items()}, **holdout}
 
     # ------------------------------------------------------------------ whole run
     def run_all(self, export_path: str | Path | None = None) -> Path:
