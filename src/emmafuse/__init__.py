@@ -11,9 +11,20 @@ This module only re-exports the public names; no module of the package imports i
 from __future__ import annotations
 
 from emmafuse._version import __version__
-from emmafuse.errors import NoPretrainedWeightsError, WeightsError
+from emmafuse.errors import MissingExtraError, NoPretrainedWeightsError, VideoError, VideoReadError, WeightsError
 from emmafuse.fuser import Fuser
 from emmafuse.loading import load
 from emmafuse.weights import ModelEntry, list_models
 
-__all__ = ["load", "Fuser", "list_models", "ModelEntry", "WeightsError", "NoPretrainedWeightsError", "__version__"]
+__all__ = [
+    "load",
+    "Fuser",
+    "list_models",
+    "ModelEntry",
+    "WeightsError",
+    "NoPretrainedWeightsError",
+    "VideoError",
+    "VideoReadError",
+    "MissingExtraError",
+    "__version__",
+]

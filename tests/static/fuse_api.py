@@ -32,3 +32,12 @@ def check(fuser: emmafuse.Fuser, ir: np.ndarray, pil: Image.Image, t: torch.Tens
 def check_load() -> emmafuse.Fuser:
     emmafuse.load("w.safetensors", device=torch.device("cpu"), dtype=torch.bfloat16)
     return emmafuse.load(None, device="cuda:1", dtype="float16", local_files_only=True)
+
+
+def check_video(fuser: emmafuse.Fuser, frames: list[np.ndarray]) -> None:
+    from collections.abc import Generator
+
+    from emmafuse.video_job import VideoResult
+
+    assert_type(fuser.fuse_video("ir.mp4", "vis.mp4", "fused.mp4", frames=20, start=5, side_by_side=True), VideoResult)
+    assert_type(fuser.fuse_frames(frames, iter(frames), batch_size=2, prefetch=0), Generator[Any, None, None])

@@ -2,9 +2,9 @@
 
 Every parser and every ``_cmd_*`` of the package lives in this sub-package, one module per
 command group: :mod:`~emmafuse.cli.fuse` (``fuse``, ``demo``, ``models``),
-:mod:`~emmafuse.cli.eval`, :mod:`~emmafuse.cli.convert`, :mod:`~emmafuse.cli.bench` and
-:mod:`~emmafuse.cli.train` (imported only when used, so inference never loads the training
-code). The library modules they call take plain parameters and never import this package.
+:mod:`~emmafuse.cli.video`, :mod:`~emmafuse.cli.eval`, :mod:`~emmafuse.cli.convert`,
+:mod:`~emmafuse.cli.bench` and :mod:`~emmafuse.cli.train` (imported only when used, so
+inference never loads the training code). The library modules they call take plain parameters and never import this package.
 
 Errors: a :class:`CliError` is printed as one line (``emmafuse <command>: error: ...``, the form
 of argparse's own errors) with exit code 2; unrecognized arguments are reported with the usage
@@ -28,6 +28,7 @@ from emmafuse.cli.bench import add_bench_command
 from emmafuse.cli.convert import add_convert_command
 from emmafuse.cli.eval import add_eval_command
 from emmafuse.cli.fuse import add_demo_command, add_fuse_command, add_models_command
+from emmafuse.cli.video import add_video_command
 
 __all__ = ["main", "build_parser", "CliError"]
 
@@ -38,6 +39,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"emmafuse {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_fuse_command(sub)
+    add_video_command(sub)
     add_demo_command(sub)
     add_models_command(sub)
     add_eval_command(sub)

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CliError",
+    "add_overwrite_option",
+    "add_quiet_option",
     "add_runtime_options",
     "add_tile_options",
     "as_cli_error",
@@ -117,6 +119,21 @@ def add_runtime_options(p: argparse.ArgumentParser) -> None:
         choices=["clamp", "minmax"],
         help="clamp: keep the network output; minmax: stretch each image (paper protocol)",
     )
+
+
+def add_overwrite_option(p: argparse.ArgumentParser, extra_help: str = "") -> None:
+    """``--overwrite`` (default) / ``--no-overwrite``; ``extra_help`` adds what the command does more."""
+    p.add_argument(
+        "--overwrite",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="replace existing outputs (default); --no-overwrite refuses an existing -o file" + extra_help,
+    )
+
+
+def add_quiet_option(p: argparse.ArgumentParser) -> None:
+    """``-q`` / ``--quiet``: no progress bar."""
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar (bars are shown on a terminal only)")
 
 
 def tile_option(text: str) -> int | str:

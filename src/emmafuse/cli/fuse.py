@@ -17,6 +17,8 @@ from typing import Any
 
 from emmafuse.cli._common import (
     CliError,
+    add_overwrite_option,
+    add_quiet_option,
     add_runtime_options,
     add_tile_options,
     as_cli_error,
@@ -197,14 +199,8 @@ def add_fuse_command(sub: Any) -> None:
         help="output file (an existing folder or a path ending in / gets <IR stem>.png), or output folder in folder mode",
     )
     p.add_argument("--ext", default=".png", help="output suffix in folder mode: png, .jpg, ... (default .png)")
-    p.add_argument(
-        "--overwrite",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="replace existing outputs (default); --no-overwrite refuses an existing -o file and, in folder "
-        "mode, keeps existing outputs and fuses only the missing ones",
-    )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar (bars are shown on a terminal only)")
+    add_overwrite_option(p, " and, in folder mode, keeps existing outputs and fuses only the missing ones")
+    add_quiet_option(p)
     add_runtime_options(p)
     add_tile_options(p)
     p.set_defaults(func=_cmd_fuse)
