@@ -70,12 +70,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", required=True, help="model name or .safetensors")
     ap.add_argument("--pair", action="append", required=True, help="SET:STEM, e.g. TNO42:05")
+    ap.add_argument("--also", action="append", default=[], metavar="LABEL=WEIGHTS",
+                    help="another model as an extra column after emmafuse, e.g. v1=emma-ivf-v1 (repeatable)")
     ap.add_argument("--published", default=None, help="method folder under results/TNO42 for TNO42 rows")
     ap.add_argument("--tile-height", type=int, default=240)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
     fuser = emmafuse.load(args.weights, device="cpu")
+    others = [(label, emmafuse.load(w, device="cpu")) for label, _, w in (a.partition("=") for a in args.also)]
     rows = []
     for spec in args.pair:
         set_name, stem = spec.split(":", 1)
@@ -84,7 +87,9 @@ def main() -> int:
         ir = np.asarray(Image.open(_find(root / a_dir, stem)))
         vis = np.asarray(Image.open(_find(root / b_dir, stem)))
         panels = [(a_dir if a_dir != "ir" else "infrared", ir), (b_dir if b_dir != "vi" else "visible", vis),
-                  ("emmafuse", np.asarray(fuser.fuse(ir, vis))), ("pixel max", pixel_max(ir, vis))]
+                  ("emmafuse", np.asarray(fuser.fuse(ir, vis))),
+                  *((label, np.asarray(other.fuse(ir, vis))) for label, other in others),
+                  ("pixel max", pixel_max(ir, vis))]
         if args.published and set_name == "TNO42":
             pub = SHARED / "results" / "TNO42" / args.published
             panels.append((args.published, np.asarray(Image.open(_find(pub, stem)))))

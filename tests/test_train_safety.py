@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from emmafuse.checkpoint import load_ufuser_file
 from emmafuse.cli.train import main as train_main
@@ -138,3 +139,17 @@ def test_workers_follow_the_device(pairs, tmp_path):
     with pytest.raises(ConfigError):
         cfg.override("data.workers", -2)
         cfg.validate()
+
+
+def test_zero_fuser_steps_ship_the_warm_start(pairs, tmp_path):
+    cfg = tiny_config(*pairs, tmp_path / "run")
+    cfg.warm_start.steps, cfg.warm_start.batch, cfg.fuser.steps = 3, 2, 0
+    trainer = Trainer(cfg)
+    path = trainer.run_all()
+    state, _, meta = load_ufuser_file(path)
+    assert json.loads(meta["steps"]) == {"warm_start": 3, "fuser": 0}
+    assert not (tmp_path / "run" / "sensing").exists()
+    warm = trainer.train_warm_start()
+    assert warm is not None
+    for key, value in warm.state_dict().items():
+        assert torch.equal(value.float(), state[key])

@@ -746,8 +746,18 @@ class Trainer:
 
     # ------------------------------------------------------------------ whole run
     def run_all(self, export_path: str | Path | None = None) -> Path:
-        """Bootstrap (if asked), warm start (if asked), sensing, fuser, export; returns the ``.safetensors`` path."""
-        self.train_warm_start()
+        """Bootstrap (if asked), warm start (if asked), sensing, fuser, export; returns the ``.safetensors`` path.
+
+        With ``fuser.steps == 0`` the warm start is the result: stages II and III are skipped
+        and the warm-start U-Fuser is exported (its provenance says so: fuser 0 steps).
+        """
+        warm = self.train_warm_start()
+        if self.cfg.fuser.steps == 0 and warm is not None:
+            if not self._final_exists("fuser"):
+                meta = {"stage": "fuser", "steps": 0, "channels": list(warm.config.channels), "from": "warm_start"}
+                self._save_final("fuser", {"fuser": warm}, meta)
+                self.log("fuser.steps is 0: the warm-start U-Fuser is the result (stages II and III skipped)")
+            return self.export(export_path)
         sensing = self.train_sensing()
         self.train_fuser(sensing)
         return self.export(export_path)
