@@ -11,7 +11,14 @@ This module only re-exports the public names; no module of the package imports i
 from __future__ import annotations
 
 from emmafuse._version import __version__
-from emmafuse.errors import MissingExtraError, NoPretrainedWeightsError, VideoError, VideoReadError, WeightsError
+from emmafuse.errors import (
+    EmmafuseError,
+    MissingExtraError,
+    NoPretrainedWeightsError,
+    VideoError,
+    VideoReadError,
+    WeightsError,
+)
 from emmafuse.fuser import Fuser
 from emmafuse.loading import load
 from emmafuse.weights import ModelEntry, list_models
@@ -21,6 +28,7 @@ __all__ = [
     "Fuser",
     "list_models",
     "ModelEntry",
+    "EmmafuseError",
     "WeightsError",
     "NoPretrainedWeightsError",
     "VideoError",

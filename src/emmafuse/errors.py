@@ -8,6 +8,7 @@ install.
 from __future__ import annotations
 
 __all__ = [
+    "EmmafuseError",
     "WeightsError",
     "NoPretrainedWeightsError",
     "ChecksumMismatchError",
@@ -17,7 +18,15 @@ __all__ = [
 ]
 
 
-class WeightsError(ValueError):
+class EmmafuseError(Exception):
+    """Base of every error class the library defines (catch this to catch them all).
+
+    Each subclass also derives from the built-in it resembles (``ValueError`` for bad input,
+    ``ImportError`` for a missing extra), so existing ``except ValueError`` code keeps working.
+    """
+
+
+class WeightsError(EmmafuseError, ValueError):
     """A weights file is missing, corrupt, of the wrong format or fails its checksum."""
 
 
@@ -29,7 +38,7 @@ class ChecksumMismatchError(WeightsError):
     """A weights file's sha256 or size differs from the one recorded in the manifest."""
 
 
-class VideoError(ValueError):
+class VideoError(EmmafuseError, ValueError):
     """Two videos that cannot be fused together (sizes, frame rates) or a video option that
     cannot work (``output_range="minmax"``, a start past the end); the message names the files."""
 
@@ -47,7 +56,7 @@ class VideoReadError(VideoError):
         self.frame = frame
 
 
-class MissingExtraError(ImportError):
+class MissingExtraError(EmmafuseError, ImportError):
     """An optional dependency is not installed; ``extra`` names what to install
     (``pip install 'emmafuse[<extra>]'``, which the message says too)."""
 

@@ -37,6 +37,7 @@ import numpy as np
 import emmafuse.colour16 as colour16
 from emmafuse._fs import atomic_write
 from emmafuse.color import BT601_WEIGHTS
+from emmafuse.errors import EmmafuseError
 from emmafuse.image_open import (  # re-exported: image_io is where callers find image files
     DEFAULT_MAX_PIXELS,
     MAX_PIXELS_ENV,
@@ -82,7 +83,7 @@ _SIXTEEN_BIT = ("PNG", "TIFF")
 _NO_ALPHA = ("JPEG", "BMP")
 
 
-class PairingError(ValueError):
+class PairingError(EmmafuseError, ValueError):
     """Two folders cannot be paired: a folder is missing, or two of its images share a stem."""
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import emmafuse.colour16 as colour16
+from emmafuse.errors import EmmafuseError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -44,7 +45,7 @@ DEFAULT_MAX_PIXELS = 178_956_970
 _PIL_LIMIT_LOCK = threading.Lock()
 
 
-class ImageReadError(ValueError):
+class ImageReadError(EmmafuseError, ValueError):
     """A file could not be read as an image (or declares more pixels than :func:`max_pixels`)."""
 
 

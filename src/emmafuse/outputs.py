@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from emmafuse.image_io import ImageReadError, check_output_kind, fused_kind, read_header
+from emmafuse.errors import EmmafuseError
 
 __all__ = [
     "OutputError",
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 
-class OutputError(ValueError):
+class OutputError(EmmafuseError, ValueError):
     """An output path that cannot, or must not, be written (the CLI prints it and exits 2)."""
 
 

@@ -9,6 +9,8 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from emmafuse.errors import EmmafuseError
+
 if TYPE_CHECKING:
     from emmafuse.fuser import Fuser
 
@@ -29,7 +31,7 @@ __all__ = [
 ]
 
 
-class CliError(Exception):
+class CliError(EmmafuseError):
     """A user-facing error: printed as one line, exit code 2.
 
     ``command`` names the sub-command in the prefix (``emmafuse eval: error: ...``); without it

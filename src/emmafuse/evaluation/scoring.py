@@ -26,6 +26,7 @@ import numpy as np
 from emmafuse.evaluation.reader import bgr_to_gray_like_cv2, read_gray_reference
 from emmafuse.image_io import FolderPairs, PairingError, index_images, pair_folders, write_image
 from emmafuse.metrics import Preset, evaluate, parse_metrics
+from emmafuse.errors import EmmafuseError
 
 if TYPE_CHECKING:
     from emmafuse.fuser import Fuser
@@ -45,7 +46,7 @@ Scores = dict[str, float]
 _T = TypeVar("_T")
 
 
-class EvalError(ValueError):
+class EvalError(EmmafuseError, ValueError):
     """The folders cannot be scored as asked (the ``eval`` command prints it, exit code 2)."""
 
 

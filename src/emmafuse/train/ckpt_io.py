@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from emmafuse.errors import EmmafuseError
+
 __all__ = ["CheckpointError", "save_state", "load_state", "MANIFEST", "FORMAT"]
 
 MANIFEST = "manifest.json"
@@ -26,7 +28,7 @@ FORMAT = "emmafuse.train.checkpoint/1"
 _HEADER_MARGIN = 256 * 1024  # room for each shard's safetensors JSON header
 
 
-class CheckpointError(ValueError):
+class CheckpointError(EmmafuseError, ValueError):
     """A checkpoint folder is missing, incomplete or not ours."""
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from emmafuse.train.augment import SYMMETRIC_SOURCES
+from emmafuse.errors import EmmafuseError
 
 __all__ = [
     "ConfigError",
@@ -31,7 +32,7 @@ __all__ = [
 DEFAULT_PSEUDO_GT: tuple[str, ...] = ("laplacian", "gff")
 
 
-class ConfigError(ValueError):
+class ConfigError(EmmafuseError, ValueError):
     """An invalid or inconsistent training configuration."""
 
 

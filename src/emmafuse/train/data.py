@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from emmafuse.image_io import IMAGE_SUFFIXES, ImageReadError, PairingError, index_images, pair_folders, read_luma, rgb_to_y
 from emmafuse.train.augment import Augment, add_sensor_noise
+from emmafuse.errors import EmmafuseError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -54,7 +55,7 @@ IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 FOREGROUND_LEVEL = 0.04
 
 
-class DataError(ValueError):
+class DataError(EmmafuseError, ValueError):
     """A problem with the training folders or images (message names the files)."""
 
 

@@ -26,6 +26,7 @@ from emmafuse.train import ckpt_io
 from emmafuse.train.config import TrainConfig
 from emmafuse.train.distributed import DistContext
 from emmafuse.train.stage_names import STAGES
+from emmafuse.errors import EmmafuseError
 
 __all__ = ["RunFolder", "RunFolderError", "RUN_FILES"]
 
@@ -33,7 +34,7 @@ __all__ = ["RunFolder", "RunFolderError", "RUN_FILES"]
 RUN_FILES = ("config.json", "data.json", "log.jsonl", *STAGES, "fuser.safetensors")
 
 
-class RunFolderError(ValueError):
+class RunFolderError(EmmafuseError, ValueError):
     """The run folder already holds a run (and neither resume nor overwrite was asked)."""
 
 

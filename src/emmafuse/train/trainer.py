@@ -22,6 +22,7 @@ from typing import Any, TypeVar, cast
 import torch
 from torch import nn
 
+from emmafuse.errors import EmmafuseError
 from emmafuse.models import UFuser, UFuserConfig
 from emmafuse.models.upsampling import balance_upsampling_, init_upsampling_bilinear
 from emmafuse.train import ckpt_io
@@ -777,7 +778,7 @@ class Trainer:
         self.ctx.close()
 
 
-class TrainingHalted(RuntimeError):
+class TrainingHalted(EmmafuseError, RuntimeError):
     """A stage stopped early on request (``halt_after``); its checkpoint is on disk."""
 
     def __init__(self, stage: str, step: int) -> None:
