@@ -50,14 +50,8 @@ def main() -> int:
     crops = holdout_crops(store, 1 << 14, args.per_domain, args.teacher)
     rows: dict[str, dict[str, float]] = {}
     for rule in args.rules:
-        rule_crops = holdout_crops(store, 1 << 14, args.per_domain, rule)
-        teacher_by_stem = {c.stem: c.teacher for c in crops}
-
-        def copy_rule(ir: torch.Tensor, vis: torch.Tensor, _it=iter(rule_crops)) -> torch.Tensor:
-            return next(_it).teacher  # type: ignore[return-value]
-
-        scores = score_domains([c for c in crops if teacher_by_stem[c.stem] is not None], copy_rule)
-        rows[f"rule {rule}"] = scores
+        outputs = [c.teacher for c in holdout_crops(store, 1 << 14, args.per_domain, rule)]
+        rows[f"rule {rule}"] = score_domains(crops, results=[t for t in outputs if t is not None])
     for weights in args.weights:
         fuser = emmafuse.load(weights, device="cpu")
 

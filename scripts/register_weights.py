@@ -70,6 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _same_content(a: Path, b: Path) -> bool:
+    """Two safetensors files with equal tensors and equal metadata (byte order of the header aside)."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(a), framework="pt") as fa, safe_open(str(b), framework="pt") as fb:
+        if fa.metadata() != fb.metadata():
+            return False
+    ta, tb = load_file(str(a)), load_file(str(b))
+    return ta.keys() == tb.keys() and all(ta[k].dtype == tb[k].dtype and torch.equal(ta[k], tb[k]) for k in ta)
+
+
 def _fp16_output_drift(full: Path, half: Path, pairs: list[list[str]]) -> float:
     """Largest |fused(float16-stored) - fused(float32)| in 8-bit gray levels (float32 compute).
 
@@ -137,7 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.fp16:
             extra = {k: v for k, v in meta.items() if k not in ("format", "config")}
             extra["storage_dtype"] = "float16"
-            save_ufuser(state, registered, config, metadata=extra, dtype=torch.float16)
+            fresh = registered.with_name(registered.name + ".new")
+            save_ufuser(state, fresh, config, metadata=extra, dtype=torch.float16)
+            if registered.is_file() and _same_content(registered, fresh):
+                fresh.unlink()  # keep the shipped bytes: safetensors may order the header differently each time
+            else:
+                os.replace(fresh, registered)
             half, _, _ = load_ufuser_file(registered)
             build_ufuser(half, config, source=str(registered))  # float16 overflow would show as Inf here
             err = max(float((half[k] - state[k]).abs().max()) for k in state if state[k].is_floating_point())

@@ -18,7 +18,8 @@ from emmafuse import weights
 from emmafuse.metrics.grid import grid_ratio
 from emmafuse.samples import synthetic_pair
 
-RELEASED = ("emma-ivf", "emma-mif")
+RELEASED = ("emma-ivf", "emma-ivf-v1", "emma-mif")
+CARD = Path(__file__).resolve().parents[1] / "docs" / "model_card.md"
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +38,8 @@ def test_released_model_is_embedded_with_provenance(name: str) -> None:
     assert entry["evaluation"]["results"], "evaluation numbers from emmafuse eval"
     path = Path(weights.__file__).parent / "weights" / entry["embedded"]
     assert weights.file_sha256(path) == entry["sha256"]
+    if CARD.is_file():  # the model card names the shipped file, not an earlier registration
+        assert f"`{entry['sha256'][:12]}…`" in CARD.read_text(encoding="utf-8")
 
 
 def test_default_model_loads_offline_and_fuses_the_synthetic_scene() -> None:

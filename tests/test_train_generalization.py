@@ -164,3 +164,6 @@ def test_correlation_and_domain_scores() -> None:
     scores = score_domains(crops, lambda ir, vis: ir)  # a "student" that copies the infrared
     assert scores["A:agree"] == pytest.approx(1.0, abs=1e-3) and scores["A:c_ir"] == pytest.approx(1.0, abs=1e-3)
     assert abs(scores["B:c_vis"]) < 0.2
+    precomputed = score_domains(crops, results=[c.vis for c in crops])  # a rule's outputs, given
+    assert precomputed["A:c_vis"] == pytest.approx(1.0, abs=1e-3) and "A:agree" in precomputed
+    assert "A:agree" not in score_domains(crops)  # the teacher scored on its own

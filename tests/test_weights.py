@@ -294,6 +294,11 @@ def test_register_weights_embeds_fp16_and_updates_manifest(
     assert entry["size"] == stored.stat().st_size < trained.stat().st_size  # float16 storage
     assert entry["config"]["channels"] == [8, 8, 8, 8] and entry["published"] is False
     assert entry["training"]["data"] == "synthetic test"
+    # registering the same weights again (e.g. to add evaluation numbers) keeps the shipped bytes
+    first = stored.read_bytes()
+    assert register.main([*argv, "--training-data", "again"]) == 0
+    assert stored.read_bytes() == first and not list(env.embedded_dir.glob("*.new"))
+    assert json.loads(real_manifest.read_text())["models"]["emma-ivf"]["sha256"] == entry["sha256"]
 
     monkeypatch.setenv(weights.MANIFEST_ENV, str(link))
     fuser = emmafuse.load(device="cpu")

@@ -167,16 +167,18 @@ def _run(args: argparse.Namespace, action: Callable[[Trainer], object]) -> int:
     from emmafuse.train.config import ConfigError
     from emmafuse.train.data import DataError
     from emmafuse.train.run_folder import RunFolderError
-    from emmafuse.train.preflight import preflight
+    from emmafuse.train.preflight import check_export
     from emmafuse.train.trainer import Trainer
 
     trainer = None
     try:
         cfg = _build_config(args)
-        preflight(cfg, getattr(args, "export", None))
-        if not args.recipe and not args.resume and not cfg.recipe:
-            _suggest_recipe(cfg)
+        export = getattr(args, "export", None)
+        if export is not None:  # the trainer checks data, sources and its run folder itself
+            check_export(cfg, export)
         trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite)
+        if not args.recipe and not args.resume and not cfg.recipe:  # after the checks: no note before an error
+            _suggest_recipe(cfg)
         action(trainer)
         return 0
     except (ConfigError, DataError, RunFolderError, CheckpointError, WeightsError, FileNotFoundError) as exc:
@@ -197,7 +199,7 @@ def _suggest_recipe(cfg: TrainConfig) -> None:
     if on_cpu:
         print(
             "emmafuse train: note: no --recipe given; the defaults are sized for a GPU (gpu-ivf). "
-            "On this CPU use --recipe cpu-ivf-v2 (infrared-visible) or --recipe cpu-mif (medical); "
+            "On this CPU use --recipe cpu-ivf-v2 (infrared-visible) or --recipe cpu-mif-v2 (medical); "
             "`emmafuse train recipes` lists them.",
             file=sys.stderr,
         )

@@ -44,6 +44,7 @@ def holdout_crops(store: PairStore, size: int, per_domain: int, teacher: str | N
     by_domain: dict[str, list[int]] = {}
     for i, stem in enumerate(store.stems):
         by_domain.setdefault(pair_domain(stem), []).append(i)
+    fused = store.fused.get(teacher) if teacher else None
     out: list[DomainCrop] = []
     for domain in sorted(by_domain):
         members = by_domain[domain]
@@ -56,7 +57,6 @@ def holdout_crops(store: PairStore, size: int, per_domain: int, teacher: str | N
             def cut(arr: np.ndarray) -> torch.Tensor:
                 return torch.from_numpy(arr[y : y + ch, x : x + cw].astype(np.float32))[None, None]
 
-            fused = store.fused.get(teacher) if teacher else None
             out.append(DomainCrop(domain, store.stems[i], cut(store.ir[i]), cut(store.vis[i]),
                                   cut(fused[i]) if fused is not None else None))
     return out
@@ -71,24 +71,30 @@ def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def score_domains(
-    crops: Sequence[DomainCrop], fuse: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None
+    crops: Sequence[DomainCrop],
+    fuse: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    results: Sequence[torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """Per-domain means of the six metrics, ``grid``, ``c_ir``, ``c_vis`` and (with a teacher) ``agree``.
+    """Per-domain means of the six metrics, ``grid``, ``c_ir``, ``c_vis`` and ``agree``.
 
-    ``fuse=None`` scores the teacher's own crops (no ``agree``).
+    The fused crop of each pair is ``fuse(ir, vis)``, or ``results[i]`` (e.g. a rule's output),
+    and ``agree`` is its correlation with the crop's teacher. With neither, the teacher's own
+    crops are scored (no ``agree``).
     """
     sums: dict[str, list[float]] = {}
-    for c in crops:
-        if fuse is None:
-            if c.teacher is None:
-                continue
+    for i, c in enumerate(crops):
+        if fuse is not None:
+            fused = fuse(c.ir, c.vis).float().cpu().clamp(0, 1)
+        elif results is not None:
+            fused = results[i].float().cpu().clamp(0, 1)
+        elif c.teacher is not None:
             fused = c.teacher
         else:
-            fused = fuse(c.ir, c.vis).float().cpu().clamp(0, 1)
+            continue
         values = quick_metrics(fused, c.ir, c.vis)
         values["c_ir"] = correlation(fused, c.ir)
         values["c_vis"] = correlation(fused, c.vis)
-        if fuse is not None and c.teacher is not None:
+        if (fuse is not None or results is not None) and c.teacher is not None:
             values["agree"] = correlation(fused, c.teacher)
         for key, value in values.items():
             sums.setdefault(f"{c.domain}:{key}", []).append(value)

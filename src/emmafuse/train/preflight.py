@@ -2,8 +2,8 @@
 
 A run that would fail on its data, its pseudo-GT sources or its outputs fails here, before
 ``config.json`` exists, so the corrected rerun is not refused as an existing run (issue 17).
-The :class:`~emmafuse.train.trainer.Trainer` calls :func:`preflight` itself; the CLI calls it
-with the export path too.
+The :class:`~emmafuse.train.trainer.Trainer` calls :func:`preflight` itself; the CLI adds only
+:func:`check_export` for an ``--export`` path (no check runs twice).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from emmafuse.train.data import check_training_data
 from emmafuse.train.output_checks import check_run_folder, check_weights_destination
 from emmafuse.train.pseudo_gt import check_specs
 
-__all__ = ["preflight", "input_folders"]
+__all__ = ["preflight", "check_export", "input_folders"]
 
 
 def input_folders(cfg: TrainConfig) -> list[str]:
@@ -39,9 +39,19 @@ def preflight(cfg: TrainConfig, export: str | os.PathLike[str] | None = None) ->
     folders = input_folders(cfg)
     try:
         check_run_folder(cfg.out_dir, folders)
-        check_weights_destination(
-            Path(export) if export is not None else Path(cfg.out_dir) / "fuser.safetensors", folders,
-            what="export file" if export is not None else "weights file",
-        )
+    except OutputError as exc:
+        raise ConfigError(str(exc)) from exc
+    check_export(cfg, Path(cfg.out_dir) / "fuser.safetensors" if export is None else export)
+
+
+def check_export(cfg: TrainConfig, export: str | os.PathLike[str]) -> None:
+    """Check where the run's weights will be written (the part of :func:`preflight` that only
+    the caller knows: the trainer checks the rest itself).
+
+    Raises:
+        ConfigError: a suffix other than ``.safetensors``, a path in an input folder, unwritable.
+    """
+    try:
+        check_weights_destination(export, input_folders(cfg), what="export file")
     except OutputError as exc:
         raise ConfigError(str(exc)) from exc

@@ -10,6 +10,7 @@ few that do not change what is trained (:data:`RESUMABLE_CHANGES`).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -92,7 +93,7 @@ def resolve_config(
     saved = Path(resume_from) if resume_from is not None else None
     if saved is not None and saved.is_file():
         base = TrainConfig.load(saved)
-        wanted = TrainConfig.load(saved)
+        wanted = copy.deepcopy(base)
         for key, value in requested:
             wanted.override(key, value)
         conflicts = [

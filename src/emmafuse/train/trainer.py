@@ -550,7 +550,7 @@ class Trainer:
             teacher = w.target if w.target in self.holdout_store.fused else None
             self._holdout = holdout_crops(self.holdout_store, d.holdout_crop, d.holdout_pairs, teacher)
             if teacher is not None:
-                scores = score_domains(self._holdout, None)
+                scores = score_domains(self._holdout)
                 self._record({"teacher": teacher, "holdout": scores})
                 self.log(f"teacher {teacher} on held-out domains: " + ", ".join(f"{k}={v:.4g}" for k, v in scores.items()))
 
