@@ -1,14 +1,27 @@
 """The library's error families, importable by every layer (no emmafuse imports).
 
-``WeightsError`` and ``VideoError`` are ``ValueError`` s: the command line reports them as
-one-line usage errors. ``MissingExtraError`` is an ``ImportError`` naming the optional extra to
-install.
+Every exception the library raises derives from :class:`EmmafuseError` (a test scans the source
+for ``raise ValueError(...)`` and friends). Each family also derives from the built-in it
+resembles, so ``except ValueError`` keeps working: :class:`InputError` (an argument, array or
+option the caller passed cannot be used), :class:`InputTypeError` (the same, of the wrong type),
+:class:`WeightsError`, :class:`VideoError`, :class:`FusionError` (a run that failed although
+its inputs were fine, e.g. out of memory at the smallest tile) and :class:`MissingExtraError`
+(an ``ImportError`` naming the optional extra to install). Modules with their own concerns
+define subclasses beside their code (``ImageReadError``, ``OutputError``, ``EvalError``,
+``PairingError`` and the training errors).
+
+Messages name the *parameter* (``tile_overlap``), never a command-line flag: the command line
+catches ``EmmafuseError``, prints one line and adds the flag from ``parameter`` where it knows
+one (``--tile-overlap``).
 """
 
 from __future__ import annotations
 
 __all__ = [
     "EmmafuseError",
+    "InputError",
+    "InputTypeError",
+    "FusionError",
     "WeightsError",
     "NoPretrainedWeightsError",
     "ChecksumMismatchError",
@@ -23,7 +36,27 @@ class EmmafuseError(Exception):
 
     Each subclass also derives from the built-in it resembles (``ValueError`` for bad input,
     ``ImportError`` for a missing extra), so existing ``except ValueError`` code keeps working.
+
+    ``parameter`` (optional) names the argument of the library call at fault (``"tile_overlap"``,
+    ``"weights"``); the command line turns it into its flag.
     """
+
+    def __init__(self, *args: object, parameter: str | None = None) -> None:
+        super().__init__(*args)
+        self.parameter = parameter
+
+
+class InputError(EmmafuseError, ValueError):
+    """An argument the caller passed cannot be used: an image of the wrong shape, range or
+    size, an option out of range, a pair that does not match."""
+
+
+class InputTypeError(InputError, TypeError):
+    """An argument of the wrong type (a list where an array is expected, a float tile side)."""
+
+
+class FusionError(EmmafuseError, RuntimeError):
+    """A run that failed although its inputs were fine (e.g. out of memory at the smallest tile)."""
 
 
 class WeightsError(EmmafuseError, ValueError):
