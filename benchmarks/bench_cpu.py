@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--json", help="write results here")
     args = ap.parse_args()
 
+    from emmafuse.bench import time_interleaved
     from emmafuse.models import UFuser
 
     if args.threads:
@@ -75,18 +76,14 @@ def main() -> None:
     variants = {"official": official, "ours": ours}
     if args.plain:
         variants["ours (fast paths off)"] = plain
-    wall = {k: [] for k in variants}
-    cpu = {k: [] for k in variants}
     outs = {}
     with torch.inference_mode():
         for name, net in variants.items():  # warm-up (oneDNN primitive creation, fold caches)
             outs[name] = net(ir, vis)
-        for _ in range(args.repeats):
-            for name, net in variants.items():
-                c0, t0 = time.process_time(), time.perf_counter()
-                net(ir, vis)
-                wall[name].append(time.perf_counter() - t0)
-                cpu[name].append(time.process_time() - c0)
+        runs = {name: (lambda net=net: net(ir, vis)) for name, net in variants.items()}
+        timings = time_interleaved(runs, repeats=args.repeats)  # interleaved: noise hits all alike
+        wall = {k: t.wall_s for k, t in timings.items()}
+        cpu = {k: t.cpu_s for k, t in timings.items()}
         diff = (outs["ours"] - outs["official"]).abs().max().item()
         diff_plain = (outs["ours (fast paths off)"] - outs["official"]).abs().max().item() if args.plain else None
         # the same check on high-gain weights (the parity-test weights), where rounding is amplified

@@ -40,8 +40,8 @@ sys.path.insert(0, str(HERE.parent / "src"))
 
 from naive_metrics import NAMES, evaluate_naive  # noqa: E402
 
-from emmafuse.evaluation import index_folder  # noqa: E402
 from emmafuse.evaluation import read_gray_reference as read_gray  # noqa: E402
+from emmafuse.image_io import pair_folders  # noqa: E402
 from emmafuse.metrics import evaluate  # noqa: E402
 
 RTOL = 1e-6
@@ -80,12 +80,9 @@ def load_reference(path: str) -> Callable[[np.ndarray, np.ndarray, np.ndarray], 
 
 
 def load_pairs(data: Path, rule: str, limit: int | None) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
-    irs, _ = index_folder(data / "ir")
-    viss, _ = index_folder(data / "vi")
-    stems = sorted(set(irs) & set(viss))[:limit]
     out = []
-    for s in stems:
-        a, b = read_gray(irs[s]), read_gray(viss[s])
+    for s, ir_path, vis_path in pair_folders(data / "ir", data / "vi").pairs[:limit]:
+        a, b = read_gray(ir_path), read_gray(vis_path)
         f = np.round((a + b) / 2) if rule == "mean" else np.maximum(a, b)
         out.append((s, f, a, b))
     return out
@@ -139,12 +136,26 @@ def main(argv: list[str] | None = None) -> int:
                 rel = abs(x - y) / max(abs(y), 1e-300) if x != y else 0.0
                 worst[name][m] = max(worst[name][m], rel)
 
+    return _report(data, args.fusion, pairs, pixels, load, times, cpu, worst)
+
+
+def _report(
+    data: Path,
+    fusion: str,
+    pairs: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+    pixels: int,
+    load: str,
+    times: dict[str, float],
+    cpu: dict[str, float],
+    worst: dict[str, dict[str, float]],
+) -> int:
+    """Print the timings and the agreement; 0 when every metric agrees to RTOL, else 1."""
     print(f"# emmafuse.metrics benchmark, {dt.date.today().isoformat()}")
     print(
         f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPU(s), "
         f"python {platform.python_version()}, numpy {np.__version__}"
     )
-    print(f"data: {data} ({len(pairs)} pairs, {pixels / 1e6:.2f} Mpixel, fused = {args.fusion} of the pair)")
+    print(f"data: {data} ({len(pairs)} pairs, {pixels / 1e6:.2f} Mpixel, fused = {fusion} of the pair)")
     print(f"load average before: {load}")
     print()
     print("| implementation | wall s | wall s / pair | speed-up (wall) | CPU s | speed-up (CPU) |")

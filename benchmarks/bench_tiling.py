@@ -80,14 +80,9 @@ def _load_fuser(weights: str | None, random_kind: str | None, threads: int | Non
 
 def _gray(path: Path) -> np.ndarray:
     """Luma in [0, 1] as float32 (the plane the network fuses)."""
-    from emmafuse.color import rgb_to_luma
-    from emmafuse.image_io import read_image
+    from emmafuse.image_io import read_luma
 
-    img = read_image(path)
-    if img.ndim == 3:
-        rgb = torch.from_numpy(np.array(img[..., :3], dtype=np.float32)).permute(2, 0, 1)[None] / 255.0
-        return rgb_to_luma(rgb)[0, 0].numpy()
-    return img.astype(np.float32) / (65535.0 if img.dtype == np.uint16 else 255.0)
+    return read_luma(path)
 
 
 def _pairs(data: Path, name: str, limit: int) -> list[tuple[np.ndarray, np.ndarray, str]]:

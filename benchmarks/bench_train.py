@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from emmafuse.bench import time_interleaved  # noqa: E402
 from emmafuse.models import UFuser  # noqa: E402
 from emmafuse.train.config import TrainConfig  # noqa: E402
 from emmafuse.train.losses import l1_gradient_loss  # noqa: E402
@@ -125,25 +125,11 @@ def sensing_step_fn(device: torch.device, batch: int, crop: int, amp: bool, base
     return _three_input_step(SensingObjective(a_i, a_v, "l1"), params, 1e-4, device, batch, crop, amp)
 
 
-def time_interleaved(fns: dict[str, Callable[[], None]], device: torch.device, warmup: int, steps: int,
-                     budget_s: float) -> dict[str, float]:
-    """Median ms/step of each function, round-robin so drifts hit all alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    _sync(device)
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    start = time.perf_counter()
-    for _ in range(steps):
-        for name, fn in fns.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name].append((time.perf_counter() - t0) * 1e3)
-        if time.perf_counter() - start > budget_s:
-            break
-    return {k: statistics.median(v) for k, v in times.items()}
+def median_step_ms(fns: dict[str, Callable[[], None]], device: torch.device, warmup: int, steps: int,
+                   budget_s: float) -> dict[str, float]:
+    """Median ms/step of each function, round-robin so drifts hit all alike (:func:`emmafuse.bench.time_interleaved`)."""
+    timings = time_interleaved(fns, repeats=steps, warmup=warmup, device=device, budget_s=budget_s)
+    return {k: t.median_wall * 1e3 for k, t in timings.items()}
 
 
 def main() -> int:
@@ -185,7 +171,7 @@ def main() -> int:
     }
     if not args.skip_official:
         fns["official"] = official_step_fn(device, args.official_batch, args.crop, amp=False)
-    ms = time_interleaved(fns, device, args.warmup, args.steps, args.budget)
+    ms = median_step_ms(fns, device, args.warmup, args.steps, args.budget)
 
     ir, vis = torch.rand(1, 1, 480, 640, device=device), torch.rand(1, 1, 480, 640, device=device)
     rules = {}

@@ -91,10 +91,14 @@ def library_run(fuse_many: Callable[[list[Any], list[Any]], list[Any]], ir: Path
     return run_video_job(job, fuse_many, read_ahead=read_ahead, write_behind=write_behind).frames
 
 
-def timed(fn: Callable[[], int]) -> tuple[float, float, int]:
-    wall, cpu = time.perf_counter(), time.process_time()
-    frames = fn()
-    return time.perf_counter() - wall, time.process_time() - cpu, frames
+def counted(name: str, run: Callable[[], int], frames: int) -> Callable[[], None]:
+    """``run`` as a timing variant that checks it wrote ``frames`` frames."""
+
+    def go() -> None:
+        written = run()
+        assert written == frames, (name, written)
+
+    return go
 
 
 def speed(fuser: Any, ir: Path, vis: Path, n: int, n_io: int, repeats: int, tmp: Path) -> dict[str, Any]:
@@ -122,19 +126,16 @@ def speed(fuser: Any, ir: Path, vis: Path, n: int, n_io: int, repeats: int, tmp:
     fuser.fuse(*read_pairs(ir, vis, 1)[0])  # warm-up: the network, then every variant's first-use costs
     for _, run in variants:
         run(passthrough_one, passthrough_many, 2)
+    from emmafuse.bench import time_interleaved
+
     results: dict[str, Any] = {}
     for label, one, many, k in [("network", fuse_one, fuse_many, n), ("pass-through", passthrough_one, passthrough_many, n_io)]:
-        times: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in variants}
-        for _ in range(repeats):  # interleaved: a load change hits every variant alike
-            for name, run in variants:
-                wall, cpu, frames = timed(lambda: run(one, many, k))
-                assert frames == k, (name, frames)
-                times[name].append((wall, cpu))
+        runs = {name: counted(name, lambda run=run: run(one, many, k), k) for name, run in variants}
+        timings = time_interleaved(runs, repeats=repeats)  # interleaved: a load change hits every variant alike
         rows = {}
-        base = float(np.median([w for w, _ in times[variants[0][0]]]))
+        base = timings[variants[0][0]].median_wall
         for name, _ in variants:
-            wall = float(np.median([w for w, _ in times[name]]))
-            cpu = float(np.median([c for _, c in times[name]]))
+            wall, cpu = timings[name].median_wall, timings[name].median_cpu
             rows[name] = {"frames": k, "wall_s": wall, "cpu_s": cpu, "fps": k / wall, "vs_plain": base / wall}
         results[label] = rows
 

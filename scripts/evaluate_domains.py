@@ -23,12 +23,13 @@ import numpy as np
 import torch
 
 import emmafuse
-from emmafuse.train.data import PairStore, collect_pairs, split_holdout
+from emmafuse.metrics import PAPER_METRICS
+from emmafuse.train.data import collect_pairs, split_holdout
+from emmafuse.train.patches import PairStore
 from emmafuse.train.domain_validation import holdout_crops, score_domains
 from emmafuse.train.pseudo_gt import fill_pseudo_gt, parse_sources
-from emmafuse.train.quick_metrics import VALIDATION_METRICS
 
-COLUMNS = (*VALIDATION_METRICS, "c_ir", "c_vis", "agree")
+COLUMNS = (*PAPER_METRICS, "c_ir", "c_vis", "agree")
 
 
 def main() -> int:

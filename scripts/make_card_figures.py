@@ -19,17 +19,19 @@ import torch
 from PIL import Image, ImageDraw
 
 import emmafuse
-from emmafuse.color import is_gray_rgb, rgb_to_ycbcr, ycbcr_to_rgb
+from emmafuse.image_io import index_images, read_image
+from emmafuse.planes import finish, prepare_pair
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SLOTS = {"MRI_CT": ("CT", "MRI"), "MRI_PET": ("PET", "MRI"), "MRI_SPECT": ("SPECT", "MRI")}
 
 
-def _find(folder: Path, stem: str) -> Path:
-    hits = [p for p in folder.iterdir() if p.stem == stem]
-    if not hits:
+def _read(folder: Path, stem: str) -> np.ndarray:
+    """The image ``stem`` of ``folder``, read as ``emmafuse fuse`` reads it."""
+    found = index_images(folder).get(stem)
+    if found is None:
         raise SystemExit(f"no image {stem} in {folder}")
-    return hits[0]
+    return read_image(found)
 
 
 def _as_rgb(a: np.ndarray) -> np.ndarray:
@@ -39,24 +41,10 @@ def _as_rgb(a: np.ndarray) -> np.ndarray:
 
 
 def pixel_max(ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-    """Max of the two lumas; chroma from whichever input is colour (as emmafuse does)."""
-    def ycc(x: np.ndarray) -> torch.Tensor:
-        return rgb_to_ycbcr(torch.from_numpy(x[..., :3].astype(np.float32) / 255).permute(2, 0, 1)[None])
-
-    def luma(x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(x.astype(np.float32) / 255)[None, None] if x.ndim == 2 else ycc(x)[:, :1]
-
-    y = torch.maximum(luma(ir), luma(vis))
-    def is_colour(x: np.ndarray) -> bool:  # gray stored as RGB is gray (emmafuse's rule)
-        return x.ndim == 3 and x.shape[2] >= 3 and not is_gray_rgb(torch.from_numpy(x[..., :3] / 255.0).permute(2, 0, 1))
-
-    colour = vis if is_colour(vis) else ir if is_colour(ir) else None
-    if colour is None:
-        return np.round(y[0, 0].numpy() * 255).astype(np.uint8)
-    planes = ycc(colour)
-    planes[:, :1] = y
-    rgb = ycbcr_to_rgb(planes).clamp(0, 1)[0].permute(1, 2, 0).numpy()
-    return np.round(rgb * 255).astype(np.uint8)
+    """Max of the two lumas; chroma from whichever input is colour, as emmafuse fuses (its
+    colour rule: the visible image's colour wins, gray stored as RGB is gray)."""
+    pair = prepare_pair(ir, vis, None)
+    return np.asarray(finish(torch.maximum(pair.ir_y, pair.vis_y), pair))
 
 
 def _label(img: Image.Image, text: str) -> Image.Image:
@@ -84,15 +72,14 @@ def main() -> int:
         set_name, stem = spec.split(":", 1)
         a_dir, b_dir = SLOTS.get(set_name, ("ir", "vi"))
         root = SHARED / "test" / set_name
-        ir = np.asarray(Image.open(_find(root / a_dir, stem)))
-        vis = np.asarray(Image.open(_find(root / b_dir, stem)))
+        ir, vis = _read(root / a_dir, stem), _read(root / b_dir, stem)
         panels = [(a_dir if a_dir != "ir" else "infrared", ir), (b_dir if b_dir != "vi" else "visible", vis),
                   ("emmafuse", np.asarray(fuser.fuse(ir, vis))),
                   *((label, np.asarray(other.fuse(ir, vis))) for label, other in others),
                   ("pixel max", pixel_max(ir, vis))]
         if args.published and set_name == "TNO42":
             pub = SHARED / "results" / "TNO42" / args.published
-            panels.append((args.published, np.asarray(Image.open(_find(pub, stem)))))
+            panels.append((args.published, _read(pub, stem)))
         tiles = []
         for name, arr in panels:
             im = Image.fromarray(_as_rgb(arr).astype(np.uint8))

@@ -16,6 +16,8 @@ What it does:
    model ``released`` (``--default`` makes it what ``emmafuse.load()`` picks).
 
 The manifest is rewritten atomically in place (through the package's symlink, if any).
+The work is done by :mod:`emmafuse.release` (registration, embedding, the float16 check) on
+the schema of :mod:`emmafuse.manifest`; this script only turns its options into those calls.
 Then publish with ``scripts/publish.py --name NAME --push`` and commit both changes.
 """
 
@@ -24,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -70,165 +71,83 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _same_content(a: Path, b: Path) -> bool:
-    """Two safetensors files with equal tensors and equal metadata (byte order of the header aside)."""
-    import torch
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+def _registration(args: argparse.Namespace, registered: Path, config: Any, meta: dict[str, str]) -> Any:
+    from emmafuse.release import Registration
 
-    with safe_open(str(a), framework="pt") as fa, safe_open(str(b), framework="pt") as fb:
-        if fa.metadata() != fb.metadata():
-            return False
-    ta, tb = load_file(str(a)), load_file(str(b))
-    return ta.keys() == tb.keys() and all(ta[k].dtype == tb[k].dtype and torch.equal(ta[k], tb[k]) for k in ta)
+    training = dict(_read_json(args.training_json)) if args.training_json else {}
+    if args.training_data:
+        training["data"] = args.training_data
+    return Registration(
+        name=args.name, file=registered, config=config, filename=args.filename, embedded=args.embed,
+        metadata=meta, repo_id=args.repo_id, published=args.published, revision=args.revision,
+        description=args.description, license=args.license, training=training,
+        evaluation=_read_json(args.evaluation_json) if args.evaluation_json else None,
+    )
 
 
-def _fp16_output_drift(full: Path, half: Path, pairs: list[list[str]]) -> float:
-    """Largest |fused(float16-stored) - fused(float32)| in 8-bit gray levels (float32 compute).
+def _check_arguments(args: argparse.Namespace, manifest: dict[str, Any]) -> str | None:
+    """What is wrong with the command line (``None``: nothing); fills in ``args.filename``."""
+    from emmafuse.manifest import field_problem
 
-    On the built-in synthetic scene and on the ``--check-pair`` images: float16 *storage* is
-    only acceptable if the outputs stay within one gray level.
-    """
-    import numpy as np
-    from PIL import Image
-
-    import emmafuse
-    from emmafuse.samples import synthetic_pair
-
-    images = [synthetic_pair(480, 640, seed=s) for s in (0, 1)]
-    images += [(np.asarray(Image.open(a)), np.asarray(Image.open(b))) for a, b in pairs]
-    f32, f16 = emmafuse.load(str(full), device="cpu"), emmafuse.load(str(half), device="cpu")
-    worst = 0.0
-    for ir, vis in images:
-        # float inputs give float outputs: the drift is measured before any rounding
-        ir_f, vis_f = (np.asarray(x, np.float32) / (65535.0 if x.dtype == np.uint16 else 255.0) for x in (ir, vis))
-        a = np.asarray(f32.fuse(ir_f, vis_f, output_range="clamp"), dtype=np.float64)
-        b = np.asarray(f16.fuse(ir_f, vis_f, output_range="clamp"), dtype=np.float64)
-        worst = max(worst, float(np.abs(a - b).max()) * 255.0)
-    return worst
+    if args.fp16 and not args.embed:
+        return "--fp16 applies to the embedded copy; add --embed"
+    if args.published and not args.revision:
+        return "--published needs --revision COMMIT (the Hub commit with this file)"
+    entry = (manifest.get("models") or {}).get(args.name) or {}
+    if not entry and not args.repo_id:
+        return f"'{args.name}' is not in the manifest yet; give --repo-id owner/name"
+    args.filename = args.filename or entry.get("filename") or f"{args.name}.safetensors"
+    problem = field_problem("filename", args.filename)
+    return f"--filename: {problem}" if problem else None
 
 
 def main(argv: list[str] | None = None) -> int:
-    import torch
-
-    from emmafuse.checkpoint import WeightsError, build_ufuser, load_ufuser_file, save_ufuser
-    from emmafuse.release import validate_manifest, write_manifest
-    from emmafuse.weights import file_sha256
+    from emmafuse.checkpoint import WeightsError, build_ufuser, load_ufuser_file
+    from emmafuse.release import FP16_DRIFT_LIMIT, embed_weights, fp16_output_drift, register, write_manifest
 
     args = build_parser().parse_args(argv)
     src = Path(args.file)
-    if args.fp16 and not args.embed:
-        print("register_weights: --fp16 applies to the embedded copy; add --embed", file=sys.stderr)
-        return 2
-    if args.published and not args.revision:
-        print("register_weights: --published needs --revision COMMIT (the Hub commit with this file)", file=sys.stderr)
-        return 2
+    manifest = _read_json(args.manifest)
+    previous_embedded = ((manifest.get("models") or {}).get(args.name) or {}).get("embedded")
     try:
+        problem = _check_arguments(args, manifest)
+        if problem:
+            raise WeightsError(problem)
         state, config, meta = load_ufuser_file(src)
         build_ufuser(state, config, source=str(src))
+        registered = src
+        if args.embed:
+            # a dry run builds the copy in a scratch folder, so the printed sha256 is the real one
+            folder = Path(tempfile.mkdtemp(prefix="emmafuse-register-")) if args.dry_run else Path(args.weights_dir)
+            registered = folder / args.filename
+            change = embed_weights(src, registered, fp16=args.fp16)
+            if args.fp16:
+                print(f"float16 copy: largest absolute weight change {change:.3g}")
+                drift = fp16_output_drift(src, registered, [tuple(p) for p in args.check_pair])
+                print(f"float16 copy: largest output change {drift:.3f} gray levels (limit {FP16_DRIFT_LIMIT:g})")
+                if drift > FP16_DRIFT_LIMIT:
+                    raise WeightsError("float16 storage moves outputs by more than 1/255; embed float32")
+        entry = register(manifest, _registration(args, registered, config, meta), default=args.default)
     except WeightsError as exc:
         print(f"register_weights: {exc}", file=sys.stderr)
         return 2
-
-    manifest = _read_json(args.manifest)
-    models = manifest.setdefault("models", {})
-    entry: dict[str, Any] = dict(models.get(args.name) or {})
-    if not entry and not args.repo_id:
-        print(f"register_weights: '{args.name}' is not in the manifest yet; give --repo-id owner/name", file=sys.stderr)
-        return 2
-    filename = args.filename or entry.get("filename") or f"{args.name}.safetensors"
-    if not filename.endswith(".safetensors") or "/" in filename:
-        print(f"register_weights: --filename must be a plain *.safetensors name, got {filename!r}", file=sys.stderr)
-        return 2
-
-    previous_embedded = entry.get("embedded")
-    registered = src
-    if args.embed:
-        # a dry run builds the copy in a scratch folder, so the printed sha256 is the real one
-        weights_dir = Path(tempfile.mkdtemp(prefix="emmafuse-register-")) if args.dry_run else Path(args.weights_dir)
-        registered = weights_dir / filename
-        if args.fp16:
-            extra = {k: v for k, v in meta.items() if k not in ("format", "config")}
-            extra["storage_dtype"] = "float16"
-            fresh = registered.with_name(registered.name + ".new")
-            save_ufuser(state, fresh, config, metadata=extra, dtype=torch.float16)
-            if registered.is_file() and _same_content(registered, fresh):
-                fresh.unlink()  # keep the shipped bytes: safetensors may order the header differently each time
-            else:
-                os.replace(fresh, registered)
-            half, _, _ = load_ufuser_file(registered)
-            build_ufuser(half, config, source=str(registered))  # float16 overflow would show as Inf here
-            err = max(float((half[k] - state[k]).abs().max()) for k in state if state[k].is_floating_point())
-            print(f"float16 copy: largest absolute weight change {err:.3g}")
-            drift = _fp16_output_drift(src, registered, args.check_pair)
-            print(f"float16 copy: largest output change {drift:.3f} gray levels (limit 1)")
-            if drift > 1.0:
-                print("register_weights: float16 storage moves outputs by more than 1/255; embed float32", file=sys.stderr)
-                return 2
-        elif registered.resolve() != src.resolve():
-            from emmafuse._fs import atomic_write
-
-            atomic_write(registered, lambda tmp: shutil.copyfile(src, tmp))
-
-    if args.embed:
-        registered.chmod(0o644)  # shipped in the package: world-readable like the other files
-
-    training = dict(entry.get("training") or {})
-    if args.training_json:
-        training.update(_read_json(args.training_json))
-    if args.training_data:
-        training["data"] = args.training_data
-    for key in ("git_commit", "training_data", "steps"):
-        if key in meta and key not in training:
-            training[key] = meta[key]
-
-    new_sha = file_sha256(registered)
-    published = bool(args.published or (entry.get("published") and entry.get("sha256") == new_sha))
-    entry.update(
-        {
-            "status": "released",
-            "repo_id": args.repo_id or entry.get("repo_id"),
-            "revision": args.revision or (entry.get("revision") if published else None),
-            "filename": filename,
-            "sha256": new_sha,
-            "size": registered.stat().st_size,
-            "embedded": filename if args.embed else None,
-            "published": published,
-            "config": config.to_dict(),
-            "training": training,
-        }
-    )
-    entry.setdefault("description", "")
-    entry.setdefault("evaluation", {})
-    entry.setdefault("license", None)
-    if args.description:
-        entry["description"] = args.description
-    if args.license:
-        entry["license"] = args.license
-    if args.evaluation_json:
-        entry["evaluation"] = _read_json(args.evaluation_json)
-    models[args.name] = entry
-    if args.default:
-        manifest["default"] = args.name
-
-    problems = validate_manifest(manifest)
-    if problems:
-        print("register_weights: the updated manifest would be invalid:\n  " + "\n  ".join(problems), file=sys.stderr)
-        return 2
-    print(json.dumps({args.name: entry}, indent=2))
+    print(json.dumps({args.name: entry.to_dict()}, indent=2))
     if args.dry_run:
         print("dry run: nothing written")
         return 0
-    written = write_manifest(args.manifest, manifest)
-    print(f"updated {written}")
-    if args.embed:
-        print(f"embedded copy: {registered} ({entry['size']} bytes)")
-    stale = Path(args.weights_dir) / previous_embedded if previous_embedded else None
-    if stale is not None and stale.name != entry["embedded"] and stale.exists():
-        print(f"note: {stale} is no longer referenced by the manifest; delete it (git rm) to keep the wheel small")
-    if not published:
-        print(f"next: python scripts/publish.py --name {args.name} --push --update-manifest  (uploads {registered})")
+    print(f"updated {write_manifest(args.manifest, manifest)}")
+    _report(args, registered, entry, previous_embedded)
     return 0
+
+
+def _report(args: argparse.Namespace, registered: Path, entry: Any, previous_embedded: str | None) -> None:
+    if args.embed:
+        print(f"embedded copy: {registered} ({entry.size} bytes)")
+    stale = Path(args.weights_dir) / previous_embedded if previous_embedded else None
+    if stale is not None and stale.name != entry.embedded and stale.exists():
+        print(f"note: {stale} is no longer referenced by the manifest; delete it (git rm) to keep the wheel small")
+    if not entry.published:
+        print(f"next: python scripts/publish.py --name {args.name} --push --update-manifest  (uploads {registered})")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
-"""Shared fixtures: seeded random-weight fusers and paths to ../shared when present."""
+"""Shared fixtures: seeded random-weight fusers and paths to ../shared when present.
+
+The helper modules beside the tests (``hub_server``, ``parity_weights``) are importable through
+``pythonpath`` in ``pyproject.toml``; nothing here changes ``sys.path`` or the environment at import.
+"""
 
 from __future__ import annotations
 
-import atexit
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -14,12 +16,26 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-# Tests (and the CLI processes they start) never write to the user's pseudo-GT cache. The
-# folder is this process's own: removed when the process ends (with whatever tests cached).
-_CACHE = tempfile.mkdtemp(prefix="emmafuse-test-cache-")
-os.environ["EMMAFUSE_CACHE"] = _CACHE
-atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+_CACHE_KEY = pytest.StashKey[tuple[str, str | None]]()  # the session's cache folder, the variable before
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests (and the CLI processes they start) never write to the user's pseudo-GT cache: the
+    session gets its own cache folder, removed at the end with whatever tests cached."""
+    cache = tempfile.mkdtemp(prefix="emmafuse-test-cache-")
+    config.stash[_CACHE_KEY] = (cache, os.environ.get("EMMAFUSE_CACHE"))
+    os.environ["EMMAFUSE_CACHE"] = cache
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    cache, before = config.stash.get(_CACHE_KEY, (None, None))
+    if cache is None:
+        return
+    shutil.rmtree(cache, ignore_errors=True)
+    if before is None:
+        os.environ.pop("EMMAFUSE_CACHE", None)
+    else:
+        os.environ["EMMAFUSE_CACHE"] = before
 
 
 def shared_path(*parts: str) -> Path:

@@ -163,9 +163,96 @@ def test_closed_pipe_is_quiet():
 def test_bench_refuses_zero_repeats(capsys):
     assert main(["bench", "--repeats", "0", "--random", "--device", "cpu"]) == 2
     captured = capsys.readouterr()
-    assert "--repeats must be at least 1" in captured.err and "ms/image" not in captured.out
+    # issue 18: the library names the parameter, the command line adds its flag
+    assert captured.err.strip() == "emmafuse bench: error: argument --repeats: repeats must be at least 1 (timed runs per size), got 0"
+    assert "ms/image" not in captured.out
     assert main(["bench", "--warmup", "-1", "--random", "--device", "cpu"]) == 2
-    assert "--warmup must be 0 or more" in capsys.readouterr().err
+    assert "argument --warmup: warmup must be 0 or more" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- issue 18, item 2: one error model
+def test_a_library_error_is_one_line_with_the_flag_of_its_parameter(capsys, monkeypatch):
+    from emmafuse.cli import fuse as fuse_cli
+    from emmafuse.errors import InputError
+
+    def refuse(args):
+        raise InputError("tile_overlap must be at most half the tile side", parameter="tile_overlap")
+
+    monkeypatch.setattr(fuse_cli, "_cmd_fuse", refuse)
+    assert main(["fuse", "a.png", "b.png", "-o", "o.png"]) == 2
+    err = capsys.readouterr().err
+    assert err == "emmafuse fuse: error: argument --tile-overlap: tile_overlap must be at most half the tile side\n"
+
+
+def test_a_library_error_without_a_known_parameter_is_one_line(capsys, monkeypatch):
+    from emmafuse.cli import fuse as fuse_cli
+    from emmafuse.errors import FusionError
+
+    def fail(args):
+        raise FusionError("out of memory at the smallest tile")
+
+    monkeypatch.setattr(fuse_cli, "_cmd_fuse", fail)
+    assert main(["fuse", "a.png", "b.png", "-o", "o.png"]) == 2
+    assert capsys.readouterr().err == "emmafuse fuse: error: out of memory at the smallest tile\n"
+
+
+def test_an_unexpected_value_error_is_a_bug_and_keeps_its_traceback(monkeypatch):
+    # before issue 18 every ValueError became a one-line "usage error" with exit code 2
+    def bug(*args, **kwargs):
+        raise ValueError("expected input[1, 2, 3] to have 1 channels")  # as torch says it, deep inside
+
+    monkeypatch.setattr("emmafuse.bench.run_bench", bug)
+    with pytest.raises(ValueError, match="to have 1 channels"):
+        main(["bench", "--random", "--device", "cpu", "--sizes", "32x32", "--repeats", "1", "--warmup", "0"])
+
+
+def test_an_os_error_without_a_file_is_not_swallowed(monkeypatch):
+    from emmafuse.cli import fuse as fuse_cli
+
+    def bug(args):
+        raise OSError("shared memory exhausted")  # no file name: not about a file the user named
+
+    monkeypatch.setattr(fuse_cli, "_cmd_fuse", bug)
+    with pytest.raises(OSError, match="shared memory"):
+        main(["fuse", "a.png", "b.png", "-o", "o.png"])
+
+
+def test_an_os_error_about_a_named_file_is_one_line(capsys, monkeypatch):
+    import errno
+
+    from emmafuse.cli import fuse as fuse_cli
+
+    def fail(args):
+        raise PermissionError(errno.EACCES, "Permission denied", "secret.png")
+
+    monkeypatch.setattr(fuse_cli, "_cmd_fuse", fail)
+    assert main(["fuse", "a.png", "b.png", "-o", "o.png"]) == 2
+    assert capsys.readouterr().err == "emmafuse fuse: error: secret.png: Permission denied\n"
+
+
+def test_every_command_loads_weights_one_way_with_one_wording(capsys, tmp_path):
+    missing = str(tmp_path / "nope.safetensors")
+    ird, visd = tmp_path / "ir", tmp_path / "vi"
+    for folder, image in zip((ird, visd), synthetic_pair(32, 32)):
+        folder.mkdir()
+        Image.fromarray(image).save(folder / "a.png")
+    runs = {
+        "demo": ["demo", "-o", str(tmp_path / "d.png"), "--weights", missing],
+        "bench": ["bench", "--weights", missing, "--sizes", "32x32"],
+        "eval": ["eval", "--weights", missing, "--ir-dir", str(ird), "--vis-dir", str(visd)],
+    }
+    for command, argv in runs.items():
+        assert main(argv) == 2, command
+        err = capsys.readouterr().err
+        assert err.startswith(f"emmafuse {command}: error: cannot load weights {missing}: "), err
+
+
+def test_bench_declares_the_shared_runtime_options():
+    from emmafuse.cli import build_parser
+
+    args = build_parser(["bench"]).parse_args(["bench", "--weights", "w", "--device", "cpu", "--dtype", "bfloat16"])
+    assert (args.weights, args.device, args.dtype) == ("w", "cpu", "bfloat16")
+    assert not hasattr(args, "output_range")  # bench times the network: no output policy
 
 
 def test_16bit_file_holding_8bit_data_warns_in_one_line(tmp_path, random_weights, capsys):
@@ -182,3 +269,37 @@ def test_weights_folder_or_empty_is_named(tmp_path, pair_files, capsys):
     for weights, message in ((str(tmp_path), "is a folder, not a .safetensors file"), ("", "weights path is empty")):
         assert main(["fuse", str(pair_files[0]), str(pair_files[1]), "-o", str(tmp_path / "o.png"), "--weights", weights]) == 2
         assert message in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- issue 18, item 6: folder fusion in the library
+def test_fuse_folder_returns_a_report(tmp_path, fuser):
+    from emmafuse.folder_fusion import fuse_folder
+
+    ird, visd, out = tmp_path / "ir", tmp_path / "vi", tmp_path / "out"
+    ird.mkdir(), visd.mkdir()
+    ir, vis = synthetic_pair(40, 48)
+    Image.fromarray(ir).save(ird / "a.png")
+    Image.fromarray(vis).save(visd / "a.png")
+    Image.fromarray(ir).save(ird / "b.png")
+    Image.fromarray(synthetic_pair(32, 32)[1]).save(visd / "b.png")  # another size: this pair fails
+    Image.fromarray(ir).save(ird / "c.png")  # no partner
+    report = fuse_folder(fuser, ird, visd, out, ext="jpg")
+    assert report.fused == ["a"] and list(report.failures) == ["b"] and report.unpaired == ["c"]
+    assert "same height and width" in report.failures["b"] and (out / "a.jpg").is_file()
+    again = fuse_folder(fuser, ird, visd, out, ext="jpg", overwrite=False)
+    assert again.kept == ["a"] and again.fused == [] and list(again.failures) == ["b"]
+
+
+def test_fuse_folder_checks_before_any_work(tmp_path, fuser):
+    from emmafuse.errors import InputError
+    from emmafuse.folder_fusion import fuse_folder
+
+    ird = tmp_path / "ir"
+    ird.mkdir()
+    Image.fromarray(synthetic_pair(32, 32)[0]).save(ird / "a.png")
+    with pytest.raises(InputError, match="same folder") as info:
+        fuse_folder(fuser, ird, ird, tmp_path / "out")
+    assert info.value.parameter == "vis_dir" and not (tmp_path / "out").exists()
+    with pytest.raises(InputError) as info:
+        fuse_folder(fuser, ird, tmp_path, tmp_path / "out", ext=".xyz")
+    assert info.value.parameter == "ext"

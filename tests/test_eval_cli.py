@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from emmafuse.cli.eval import main
-from emmafuse.evaluation import bgr_to_gray_like_cv2, rank_methods
+from emmafuse.color import rgb_to_luma
+from emmafuse.evaluation import rank_methods
 from emmafuse.evaluation import read_gray_reference as read_gray
 from emmafuse.metrics import METRICS, evaluate
 
@@ -39,7 +40,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         vi = np.clip(np.stack([vi_gray * 1.1, vi_gray, vi_gray * 0.8], -1), 0, 255).astype(np.uint8)
         _save(root / "ir" / f"{stem}.png", ir)
         _save(root / "vi" / f"{stem}.bmp", vi)  # other extension and colour: pair by stem, cv2 gray
-        vi_g = bgr_to_gray_like_cv2(vi)
+        vi_g = rgb_to_luma(vi, like_cv2=True)
         mean = np.round((ir + vi_g) / 2).astype(np.uint8)
         noisy = np.clip(mean + rng.normal(0, 25, SIZE), 0, 255).astype(np.uint8)
         _save(root / "mean" / f"{stem}.png", mean)
@@ -263,7 +264,7 @@ def test_gray_conversion_matches_cv2():
     # include colours whose float32 luma lands on .5 boundaries
     rgb[0, :4] = [[1, 0, 0], [0, 1, 1], [3, 0, 5], [255, 254, 0]]
     ref = np.round(cv2.cvtColor(rgb[..., ::-1].astype(np.float32), cv2.COLOR_BGR2GRAY))
-    np.testing.assert_array_equal(bgr_to_gray_like_cv2(rgb), ref)
+    np.testing.assert_array_equal(rgb_to_luma(rgb, like_cv2=True), ref)
 
 
 def test_read_gray_formats(tmp_path):

@@ -244,3 +244,35 @@ def test_16bit_input_holding_8bit_data_warns(fuser):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # full-range 16-bit data: no warning
         fuser.fuse((RNG.random((24, 32)) * 65535).astype(np.uint16), gray_u8())
+
+
+# ----------------------------------------------------------------------------- issue 18
+def test_a_missing_result_is_an_error_not_a_shifted_list(fuser, monkeypatch):
+    """Before issue 18 a pair without a result was dropped before the results were zipped with
+    the pairs: a list of three gave two images, each possibly with another pair's colour."""
+    from emmafuse import batching
+    from emmafuse.errors import FusionError
+
+    real = batching.run_pipelined
+
+    def drop_last(*args, **kwargs):
+        outputs = list(real(*args, **kwargs))
+        yield from outputs[:-1]
+
+    monkeypatch.setattr(batching, "run_pipelined", drop_last)
+    ir, vis = synthetic_pair(32, 32)
+    with pytest.raises(FusionError, match="gave no result"):
+        fuser.fuse([ir, ir, ir], [vis, vis, vis], batch_size=1)
+
+
+def test_option_errors_name_the_parameter(fuser):
+    from emmafuse.errors import InputError
+
+    ir, vis = synthetic_pair(32, 32)
+    for kwargs, parameter in [({"output_range": "stretch"}, "output_range"), ({"batch_size": 0}, "batch_size")]:
+        with pytest.raises(InputError) as info:
+            fuser.fuse(ir, vis, **kwargs)
+        assert info.value.parameter == parameter
+    with pytest.raises(InputError) as info:
+        emmafuse.Fuser(fuser.model, device="cpu", dtype="float8")
+    assert info.value.parameter == "dtype"

@@ -21,6 +21,7 @@ from hub_server import DEFAULT_COMMIT, FakeHub, manifest_entry, tiny_weights
 import emmafuse
 from emmafuse import weights
 from emmafuse.checkpoint import WeightsError
+from emmafuse.manifest import MANIFEST_ENV
 from emmafuse.weights import ChecksumMismatchError
 
 TEST_TIME_LIMIT_S = 30
@@ -71,7 +72,7 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, good: bytes):
     server.add_file("org/tiny", "tiny.safetensors", good)
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps({"schema": 1, "default": "tiny", "models": {"tiny": manifest_entry(good)}}))
-    monkeypatch.setenv(weights.MANIFEST_ENV, str(manifest))
+    monkeypatch.setenv(MANIFEST_ENV, str(manifest))
     try:
         yield server
     finally:
@@ -218,7 +219,7 @@ def test_resumed_transfer_is_verified(hub: FakeHub, tmp_path: Path, good: bytes)
 
 
 def test_pinned_commit_revision(hub: FakeHub, tmp_path: Path) -> None:
-    manifest = Path(os.environ[weights.MANIFEST_ENV])
+    manifest = Path(os.environ[MANIFEST_ENV])
     data = json.loads(manifest.read_text())
     data["models"]["tiny"]["revision"] = DEFAULT_COMMIT
     manifest.write_text(json.dumps(data))

@@ -196,7 +196,7 @@ def test_models_shows_the_source_and_that_nothing_is_on_the_hub(capsys):
 
 
 def test_models_names_published_models_and_the_cache(monkeypatch, capsys):
-    from emmafuse import hub, weights
+    from emmafuse import hub, manifest, weights
 
     entry = {
         "status": "released",
@@ -206,7 +206,10 @@ def test_models_names_published_models_and_the_cache(monkeypatch, capsys):
         "published": True,
         "description": "a published one",
     }
-    monkeypatch.setattr(weights, "read_manifest", lambda: {"default": None, "models": {"emma-x": entry, "emma-y": dict(entry, repo_id="someone/emma-y")}})
+    fake = {"default": None, "models": {"emma-x": entry, "emma-y": dict(entry, repo_id="someone/emma-y")}}
+    for module in (weights, manifest):  # list_models reads the manifest where it lives (issue 18: emmafuse.manifest)
+        if hasattr(module, "read_manifest"):
+            monkeypatch.setattr(module, "read_manifest", lambda: fake)
     monkeypatch.setattr(hub, "cached_file", lambda repo, *a, **k: Path("/cache/x") if repo.endswith("x") else None)
     assert main(["models"]) == 0
     out = capsys.readouterr().out

@@ -174,11 +174,12 @@ def test_16bit_colour_png_keeps_16_bits(tmp_path, channels, filters):
 
 
 def test_training_reader_uses_all_16_bits_too(tmp_path):
-    from emmafuse.image_io import read_luma, rgb_to_y
+    from emmafuse.color import rgb_to_luma
+    from emmafuse.image_io import read_luma
 
     data = RNG.integers(0, 65536, (9, 11, 3)).astype(np.uint16)
     luma = read_luma(png16(tmp_path / "c.png", data))
-    assert np.abs(luma - rgb_to_y(data) / 65535).max() < 1e-6  # before: the high bytes only (errors up to 1/256)
+    assert np.abs(luma - rgb_to_luma(data) / 65535).max() < 1e-6  # before: the high bytes only (errors up to 1/256)
 
 
 @pytest.mark.parametrize(

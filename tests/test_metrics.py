@@ -7,7 +7,6 @@ scipy / scikit-image / scikit-learn / OpenCV run only where those dev tools are 
 from __future__ import annotations
 
 import math
-import sys
 import warnings
 from pathlib import Path
 
@@ -320,13 +319,63 @@ def test_mi_out_of_range_levels_match_sklearn():
 
 
 def test_naive_benchmark_implementation_agrees(triple):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from naive_metrics import evaluate_naive
-    finally:
-        sys.path.pop(0)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("naive_metrics", ROOT / "benchmarks" / "naive_metrics.py")
+    assert spec is not None and spec.loader is not None
+    naive_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(naive_module)  # a file, not a package: no sys.path change
+    evaluate_naive = naive_module.evaluate_naive
     f, a, b = triple
     ours = evaluate(f, a, b)
     naive = evaluate_naive(f, a, b)
     for name in METRICS:
         assert ours[name] == pytest.approx(naive[name], rel=1e-9, abs=1e-12), name
+
+
+# --------------------------------------------------------------------------- the registry
+def test_one_record_per_metric_and_the_tables_are_views_of_it():
+    from emmafuse.metrics import HIGHER_IS_BETTER, MIN_SIZE, PAPER_METRICS, REGISTRY, Metric
+
+    assert tuple(REGISTRY) == METRICS
+    assert all(isinstance(m, Metric) and m.name == name for name, m in REGISTRY.items())
+    assert HIGHER_IS_BETTER == {name: m.higher_is_better for name, m in REGISTRY.items()}
+    assert [n for n, better in HIGHER_IS_BETTER.items() if not better] == ["MSE"]
+    assert MIN_SIZE == {"EN": 1, "SD": 1, "SF": 2, "AG": 2, "MI": 1, "MSE": 1, "CC": 1, "PSNR": 1, "SCD": 1, "VIF": 41, "Qabf": 1, "SSIM": 7}
+    assert all(m.size_reason for m in REGISTRY.values() if m.min_size > 1)  # the error says why
+    assert PAPER_METRICS == ("EN", "SD", "AG", "MI", "VIF", "Qabf") and set(PAPER_METRICS) <= set(METRICS)
+    with pytest.raises(TypeError):
+        REGISTRY["X"] = REGISTRY["EN"]  # type: ignore[index]  # read-only
+
+
+def test_every_metric_is_its_records_function_and_checks_its_size(triple):
+    from emmafuse.errors import InputError
+    from emmafuse.metrics import REGISTRY
+
+    f, a, b = triple
+    scores = evaluate(f, a, b, threads=1)
+    for name, record in REGISTRY.items():
+        public = getattr(M, name.lower())
+        args = (f,) if name in ("EN", "SD", "SF", "AG") else (f, a, b)
+        assert public(*args) == scores[name] == record.score("reference", *args), name
+    small = f[:6, :6]
+    with pytest.raises(InputError, match=r"SSIM needs images of at least 7x7 pixels \(one complete 7x7 window\)"):
+        M.ssim(small, a[:6, :6], b[:6, :6])
+
+
+def test_validation_scores_the_papers_metrics():
+    from emmafuse.metrics import PAPER_METRICS
+    from emmafuse.train.quick_metrics import VALIDATION_METRICS
+
+    assert VALIDATION_METRICS == PAPER_METRICS
+
+
+def test_metric_errors_are_emmafuse_errors_naming_the_argument():
+    from emmafuse.errors import EmmafuseError
+
+    with pytest.raises(EmmafuseError) as info:
+        evaluate(np.zeros((8, 8)), np.zeros((8, 8)), np.zeros((8, 8)), metrics="EN,nope")
+    assert info.value.parameter == "metrics"
+    with pytest.raises(EmmafuseError) as info:
+        evaluate(np.zeros((8, 8)), np.full((8, 8), np.nan), np.zeros((8, 8)))
+    assert info.value.parameter == "a"

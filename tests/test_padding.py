@@ -3,12 +3,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emmafuse.padding import crop, pad_to_network, padded_size
+from emmafuse.models import UFUSER_SIZE
+from emmafuse.padding import crop, pad_to_network
 
 
 @pytest.mark.parametrize("size,expected", [(1, 16), (15, 16), (16, 16), (17, 24), (480, 480), (481, 488)])
-def test_padded_size(size, expected):
-    assert padded_size(size) == expected
+def test_padded_side(size, expected):
+    assert UFUSER_SIZE.padded(size) == expected
+    assert pad_to_network(torch.zeros(1, 1, size, 3))[0].shape[-2] == expected
 
 
 @pytest.mark.parametrize("h,w", [(1, 1), (1, 40), (7, 13), (16, 16), (33, 9)])

@@ -15,6 +15,7 @@ import pytest
 
 import emmafuse
 from emmafuse import weights
+from emmafuse.manifest import MANIFEST_ENV, read_manifest
 from emmafuse.metrics.grid import grid_ratio
 from emmafuse.samples import synthetic_pair
 
@@ -25,12 +26,12 @@ CARD = Path(__file__).resolve().parents[1] / "docs" / "model_card.md"
 @pytest.fixture(autouse=True)
 def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv(weights.MANIFEST_ENV, raising=False)
+    monkeypatch.delenv(MANIFEST_ENV, raising=False)
 
 
 @pytest.mark.parametrize("name", RELEASED)
 def test_released_model_is_embedded_with_provenance(name: str) -> None:
-    entry = weights.read_manifest()["models"][name]
+    entry = read_manifest()["models"][name]
     assert entry["status"] == "released" and entry["embedded"]
     assert len(entry["sha256"]) == 64 and entry["size"] > 1_000_000
     assert entry["training"]["recipe"] and entry["training"]["data"] and entry["training"]["code_commit"]
@@ -43,7 +44,7 @@ def test_released_model_is_embedded_with_provenance(name: str) -> None:
 
 
 def test_default_model_loads_offline_and_fuses_the_synthetic_scene() -> None:
-    assert weights.read_manifest()["default"] == "emma-ivf"
+    assert read_manifest()["default"] == "emma-ivf"
     fuser = emmafuse.load(local_files_only=True, device="cpu")
     ir, vis = synthetic_pair(240, 320, seed=3)
     fused = fuser.fuse(ir, vis)

@@ -18,12 +18,8 @@ from safetensors import safe_open
 
 from emmafuse.fuser import Fuser
 from emmafuse.models import UFuser
-from emmafuse.models.ufuser import (
-    ChannelAttention,
-    ChannelLayerNorm,
-    FastPaths,
-    GatedMlp,
-)
+from emmafuse.models.fast_paths import FastPaths
+from emmafuse.models.restormer import ChannelAttention, ChannelLayerNorm, GatedMlp
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ufuser_parity.safetensors"
 FLAGS = tuple(f.name for f in dataclasses.fields(FastPaths))
@@ -221,6 +217,7 @@ def test_cli_tile_options_parse():
     parser = build_parser(["fuse"])
     args = parser.parse_args(["fuse", "a.png", "b.png", "-o", "c.png", "--tile", "auto", "--tile-overlap", "32"])
     assert args.tile == "auto" and args.tile_overlap == 32
+    parser = build_parser(["demo"])  # only the command given gets its full parser
     args = parser.parse_args(["demo", "--tile", "256"])
     assert args.tile == 256 and args.tile_overlap is None
     # non-numbers fail at parse time; range rules are checked by tiling.check_tile_options

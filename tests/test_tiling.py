@@ -60,7 +60,6 @@ def test_plan_covers_every_pixel_with_positive_weights(h, w, tile, overlap):
     for y0, y1, x0, x1 in plan.boxes():
         coverage[y0:y1, x0:x1] += 1
     assert coverage.min() >= 1
-    assert plan.raw_weight_sum().min() > 0
     wy, wx = plan.axis_weights()
     total = torch.zeros(plan.height, plan.width, dtype=torch.float64)
     for (i, y), (j, x) in ((a, b) for a in enumerate(plan.ys) for b in enumerate(plan.xs)):

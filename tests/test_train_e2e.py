@@ -78,9 +78,16 @@ def test_export_loads_back_with_metadata(finished_run: Trainer, pairs: tuple[Pat
     assert torch.allclose(torch.as_tensor(out).reshape(expected.shape).float(), expected, atol=1e-4)
 
 
-def test_existing_run_needs_resume_or_overwrite(finished_run: Trainer) -> None:
-    with pytest.raises(RunFolderError, match="--resume"):
+def test_existing_run_needs_resume_or_overwrite(finished_run: Trainer, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(RunFolderError, match=r"continue it \(resume\)") as raised:
         Trainer(finished_run.cfg)
+    assert raised.value.parameter == "resume" and "--" not in str(raised.value)  # the library names no flag
+    # the command line adds its flags
+    cfg_path = tmp_path / "again.json"
+    finished_run.cfg.save(cfg_path)
+    assert train_main(["all", "--config", str(cfg_path)]) == 2
+    assert "[--resume or --overwrite]" in capsys.readouterr().err
     # a finished run resumes to the end without training again
     again = Trainer(finished_run.cfg, resume=True)
     again.train_fuser()

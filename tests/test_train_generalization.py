@@ -13,7 +13,8 @@ import torch
 from emmafuse.train import Trainer
 from emmafuse.train.augment import Augment, add_sensor_noise
 from emmafuse.train.config import ConfigError
-from emmafuse.train.data import DataError, ImagePair, PairStore, PatchDataset, pair_domain, split_holdout
+from emmafuse.train.data import DataError, ImagePair, pair_domain, split_holdout
+from emmafuse.train.patches import PairStore, PatchDataset
 from emmafuse.train.domain_validation import correlation, holdout_crops, score_domains
 from emmafuse.train.pseudo_gt import GuidedFilterFusion, MaxBaseGuidedFilterFusion, fill_pseudo_gt
 from emmafuse.train.synthetic import tiny_config, write_synthetic_pairs

@@ -11,7 +11,8 @@ import torch
 from emmafuse.train import Trainer
 from emmafuse.cli.train import main as train_main
 from emmafuse.train.config import ConfigError
-from emmafuse.train.data import PairStore, find_pairs
+from emmafuse.train.data import find_pairs
+from emmafuse.train.patches import PairStore
 from emmafuse.train.pseudo_gt import fill_pseudo_gt, parse_sources
 from emmafuse.train.recipes import list_recipes, load_recipe
 from emmafuse.train.resolve import resolve_config
@@ -146,7 +147,7 @@ def test_filter_stats_count_black_crops(tmp_path: Path) -> None:
     import numpy as np
     from PIL import Image
 
-    from emmafuse.train.data import PatchDataset
+    from emmafuse.train.patches import PatchDataset
 
     for sub in ("ir", "vi"):
         (tmp_path / sub).mkdir()

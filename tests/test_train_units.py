@@ -13,15 +13,8 @@ import torch
 from emmafuse.image_io import read_luma as read_gray
 from emmafuse.train import ckpt_io
 from emmafuse.train.config import ConfigError, TrainConfig
-from emmafuse.train.data import (
-    DataError,
-    PairStore,
-    PatchDataset,
-    find_pairs,
-    is_low_contrast,
-    make_loader,
-    split_pairs,
-)
+from emmafuse.train.data import DataError, find_pairs, split_pairs
+from emmafuse.train.patches import PairStore, PatchDataset, is_low_contrast, make_loader
 from emmafuse.train.losses import conventional_fusion_loss, l1_gradient_loss, sobel_gradient
 from emmafuse.train.pseudo_gt import GuidedFilterFusion, LaplacianPyramidFusion, fill_pseudo_gt, parse_sources
 from emmafuse.train.synthetic import blob_texture_pair as synthetic_pair
@@ -229,7 +222,8 @@ def test_bad_folders_give_clear_errors(tmp_path: Path, pairs_dir: tuple[Path, Pa
     (lonely / "stray.png").unlink()
     first = sorted(lonely.iterdir())[0]
     first.write_bytes(b"not an image")
-    with pytest.raises(DataError, match=f"cannot read image .*{first.name}"):
+    # (the wording is emmafuse.image_io's, being unified by issue 18 item 4)
+    with pytest.raises(DataError, match=f"(cannot read image .*{first.name}|{first.name}: not a readable image)"):
         PairStore(find_pairs(lonely, vis_dir))
     # smaller than the crop
     with pytest.raises(DataError, match=r"6 pairs are smaller than the 128x128 crop.*\(64x48\)"):
@@ -400,3 +394,42 @@ def test_failed_train_all_leaves_no_run_folder(tmp_path: Path, pairs_dir: tuple[
         err = capsys.readouterr().err
         assert expected in err and "already holds" not in err and "Traceback" not in err, (attempt, err)
     assert not (out / "config.json").exists() and (problem == "out_is_a_file" or not out.exists())
+
+
+def test_crop_sides_follow_the_networks_size_requirements(monkeypatch: pytest.MonkeyPatch) -> None:
+    from emmafuse.models.size_req import SizeRequirements
+    from emmafuse.models.ufuser import UFuser
+    from emmafuse.train.sensing import crop_requirements
+
+    assert crop_requirements() == SizeRequirements(multiple=16, minimum=16)  # U-Fuser 8, sensing U-Net 16
+    monkeypatch.setattr(UFuser, "size_requirements", SizeRequirements(multiple=32, minimum=64))
+    assert crop_requirements() == SizeRequirements(multiple=32, minimum=64)
+    cfg = TrainConfig()
+    cfg.data.crop = 48
+    with pytest.raises(ConfigError, match="data.crop must be a multiple of 32 and >= 64, got 48") as raised:
+        cfg.validate()
+    assert raised.value.parameter == "data.crop"
+
+
+def test_stage_names_are_one_list() -> None:
+    from emmafuse.train.run_folder import RUN_FILES, RunFolder
+    from emmafuse.train.stage_names import STAGE_SEED_IDS, STAGES, Stage, stage_seed
+
+    assert [str(s) for s in STAGES] == ["bootstrap", "warm_start", "sensing", "fuser"]
+    assert {s.value: s.seed_id for s in Stage} == STAGE_SEED_IDS == {"sensing": 1, "fuser": 2, "bootstrap": 3, "warm_start": 4}
+    assert f"{Stage.WARM_START}" == "warm_start" and json.dumps({"stage": Stage.FUSER}) == '{"stage": "fuser"}'
+    assert stage_seed(0, Stage.SENSING) == stage_seed(0, "sensing") == 7919  # the data pipeline's identity
+    assert RunFolder("r").final_dir(Stage.FUSER) == Path("r/fuser/final") and "sensing" in RUN_FILES
+
+
+def test_library_messages_name_config_keys_not_flags() -> None:
+    cfg = TrainConfig()
+    cfg.data.extra_ir_dirs = ("a",)
+    with pytest.raises(ConfigError) as raised:
+        cfg.data.folder_pairs()
+    assert raised.value.parameter == "data.extra_vis_dirs" and "--" not in str(raised.value)
+    from emmafuse.train.data import collect_pairs
+
+    with pytest.raises(DataError) as no_folders:
+        collect_pairs([])
+    assert no_folders.value.parameter == "data.ir_dir" and "--" not in str(no_folders.value)

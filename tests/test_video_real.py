@@ -12,7 +12,7 @@ from emmafuse.cli import main
 
 av = pytest.importorskip("av")
 
-pytestmark = [pytest.mark.shared, pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 def clip(modality: str, name: str):

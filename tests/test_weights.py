@@ -6,6 +6,7 @@ hand-built Hugging Face cache folders (downloads are in test_hub_download.py).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -19,6 +20,7 @@ from hub_server import manifest_entry, tiny_weights
 import emmafuse
 from emmafuse import hub, release, weights
 from emmafuse.checkpoint import WeightsError, load_ufuser_file
+from emmafuse.manifest import MANIFEST_ENV, ModelEntry, entry_problems, get_model, read_manifest
 from emmafuse.weights import ChecksumMismatchError, NoPretrainedWeightsError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +55,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         def manifest(models: dict, default: str | None = None) -> Path:
             path = tmp_path / "manifest.json"
             path.write_text(json.dumps({"schema": 1, "default": default, "models": models}))
-            monkeypatch.setenv(weights.MANIFEST_ENV, str(path))
+            monkeypatch.setenv(MANIFEST_ENV, str(path))
             return path
 
     return Env
@@ -93,10 +95,10 @@ def test_pyproject_ships_manifest_and_embedded_weights() -> None:
 
 
 def test_shipped_default_without_weights_raises_plain_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(weights.MANIFEST_ENV, raising=False)
-    manifest = weights.read_manifest()
+    monkeypatch.delenv(MANIFEST_ENV, raising=False)
+    manifest = read_manifest()
     default = manifest.get("default")
-    if default and weights.get_model(default).available:
+    if default and get_model(default).available:
         pytest.skip("the default model has released weights in this build")
     with pytest.raises(NoPretrainedWeightsError, match="no pretrained weights are installed") as info:
         emmafuse.load(local_files_only=True)
@@ -136,6 +138,67 @@ def test_validate_manifest_reports_problems() -> None:
     for needle in ("default 'missing'", "models.a.repo_id", "models.a.sha256", "models.a.size",
                    "embedded and/or published", "models.b.status", "models.b.config", "models.c.embedded"):
         assert needle in text
+
+
+def test_the_schema_reads_and_writes_the_shipped_entries_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reader and writer are one schema: every shipped entry survives ModelEntry.from_dict -> to_dict."""
+    monkeypatch.delenv(MANIFEST_ENV, raising=False)
+    for name, raw in read_manifest()["models"].items():
+        entry = ModelEntry.from_dict(name, raw)
+        assert entry.to_dict() == raw and list(entry.to_dict()) == list(raw), name
+        assert entry.extra == {}, f"{name}: fields the schema does not know: {sorted(entry.extra)}"
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("status", "weird"), ("description", 3), ("task", ["x"]), ("repo_id", "noslash"), ("revision", 7),
+     ("filename", "dir/a.safetensors"), ("sha256", "xyz"), ("size", 0), ("size", True), ("embedded", "a.bin"),
+     ("published", "yes"), ("config", {"channels": [1]}), ("training", []), ("license", 1), ("evaluation", "good")],
+)
+def test_the_validator_checks_every_field_of_the_schema(tiny_bytes: bytes, key: str, value: object) -> None:
+    entry = manifest_entry(tiny_bytes)
+    assert entry_problems("m", entry) == []
+    entry[key] = value
+    problems = entry_problems("m", entry)
+    assert len(problems) == 1 and problems[0].startswith(f"m.{key}: "), problems
+
+
+def test_every_schema_field_has_a_rule_the_validator_reads() -> None:
+    fields = [f for f in dataclasses.fields(ModelEntry) if f.name not in ("name", "extra")]
+    assert {f.name for f in fields} == set(manifest_entry(b"x")) | {"task"}
+    assert all({"doc", "check", "required", "released"} <= set(f.metadata) for f in fields)
+
+
+def test_release_registers_an_entry_that_validates(tmp_path: Path, tiny_bytes: bytes) -> None:
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(tiny_bytes)
+    _, config, meta = load_ufuser_file(path)
+    reg = release.Registration(name="tiny", file=path, config=config, filename="w.safetensors", embedded=True,
+                               metadata=meta, repo_id="org/tiny", training={"data": "synthetic"})
+    manifest: dict = {"schema": 1, "default": None, "models": {}}
+    entry = release.register(manifest, reg, default=True)
+    assert manifest["default"] == "tiny" and release.validate_manifest(manifest) == []
+    assert entry.sha256 == hashlib.sha256(tiny_bytes).hexdigest() and entry.size == len(tiny_bytes)
+    assert manifest["models"]["tiny"] == entry.to_dict() and entry.training["data"] == "synthetic"
+    with pytest.raises(release.ReleaseError, match="repository") as info:
+        release.register(manifest, dataclasses.replace(reg, name="new", repo_id=None))
+    assert info.value.parameter == "repo_id" and "new" not in manifest["models"]
+    with pytest.raises(release.ReleaseError, match="models.bad.filename"):
+        release.register(manifest, dataclasses.replace(reg, name="bad", filename="w.bin"))
+    assert "bad" not in manifest["models"]
+
+
+def test_atomic_write_follows_the_umask_of_the_moment(tmp_path: Path) -> None:
+    """The umask is not read once at import (that meant setting it, racing other threads)."""
+    from emmafuse._fs import atomic_write
+
+    before = os.umask(0o077)
+    try:
+        written = atomic_write(tmp_path / "a.txt", lambda tmp: Path(tmp).write_text("x"))
+    finally:
+        os.umask(before)
+    assert written.stat().st_mode & 0o777 == 0o600 and written.read_text() == "x"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
 
 
 # --------------------------------------------------------------------------- explicit paths
@@ -300,7 +363,7 @@ def test_register_weights_embeds_fp16_and_updates_manifest(
     assert stored.read_bytes() == first and not list(env.embedded_dir.glob("*.new"))
     assert json.loads(real_manifest.read_text())["models"]["emma-ivf"]["sha256"] == entry["sha256"]
 
-    monkeypatch.setenv(weights.MANIFEST_ENV, str(link))
+    monkeypatch.setenv(MANIFEST_ENV, str(link))
     fuser = emmafuse.load(device="cpu")
     assert fuser.info["source"] == "embedded" and fuser.info["name"] == "emma-ivf"
 

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["atomic_write"]
 
-# Read once at import (os.umask can only be read by setting it, which is not thread-safe).
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
+
+def _create_temporary(folder: Path, name: str) -> str:
+    """Create an empty, new temporary file in ``folder`` with the mode a plain ``open()`` gives.
+
+    Created like ``open()`` creates files (mode 0o666, which the process umask narrows), so the
+    umask is applied by the system: reading it would mean setting it (``os.umask``), a change
+    of process-wide state that races with other threads.
+    """
+    tmp = folder / f".{name}.{secrets.token_hex(8)}.part"  # O_EXCL: never an existing file
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    return str(tmp)
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -> Path:
@@ -22,12 +30,11 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    os.close(fd)
+    tmp = _create_temporary(target.parent, target.name)
     try:
+        mode = os.stat(tmp).st_mode & 0o777
         write(tmp)
-        # mkstemp creates 0600; give the file the permissions a plain open() would
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, mode)  # in case ``write`` replaced the file instead of writing into it
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

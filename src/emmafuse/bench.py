@@ -7,6 +7,10 @@ encoding), with the device, thread count, precision and weights. :func:`random_f
 seeded random weights for timing without pretrained ones: the timing is the same, the output
 meaningless, and the report says "random weights (speed only)". With ``progress=True`` a bar
 on stderr counts the runs (only when stderr is a terminal; the table lines are printed around it).
+
+:func:`time_interleaved` is the one timing loop of the package and of ``benchmarks/``: several
+variants run round-robin (so that a change of machine load hits them all alike), each run
+timed on the wall clock and in process CPU time, with the device synchronised around it.
 """
 
 from __future__ import annotations
@@ -14,17 +18,19 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import torch
 
+from emmafuse.errors import InputError
 from emmafuse.fuser import Fuser, PrecisionLike
 from emmafuse.models import UFuser
 from emmafuse.tiling import TileLike, check_tile_options
 
-__all__ = ["RANDOM_LABEL", "check_counts", "random_fuser", "run_bench"]
+__all__ = ["RANDOM_LABEL", "Timing", "check_counts", "random_fuser", "run_bench", "time_interleaved"]
 
 RANDOM_LABEL = "random weights (speed only)"
 
@@ -33,14 +39,14 @@ def check_counts(batch: int, repeats: int, warmup: int) -> None:
     """Refuse counts that would time nothing (a median of zero runs is no measurement).
 
     Raises:
-        ValueError: ``batch`` or ``repeats`` below 1, or ``warmup`` negative.
+        InputError: ``batch`` or ``repeats`` below 1, or ``warmup`` negative (names the parameter).
     """
     if batch < 1:
-        raise ValueError(f"--batch must be at least 1, got {batch}")
+        raise InputError(f"batch must be at least 1, got {batch}", parameter="batch")
     if repeats < 1:
-        raise ValueError(f"--repeats must be at least 1 (timed runs per size), got {repeats}")
+        raise InputError(f"repeats must be at least 1 (timed runs per size), got {repeats}", parameter="repeats")
     if warmup < 0:
-        raise ValueError(f"--warmup must be 0 or more, got {warmup}")
+        raise InputError(f"warmup must be 0 or more, got {warmup}", parameter="warmup")
 
 
 def random_fuser(device: str | torch.device | None = None, dtype: PrecisionLike = "float32") -> Fuser:
@@ -52,26 +58,75 @@ def random_fuser(device: str | torch.device | None = None, dtype: PrecisionLike 
     return Fuser(model, device=device, dtype=dtype, info={"name": RANDOM_LABEL})
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
+def _sync(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+@dataclass
+class Timing:
+    """The timed runs of one variant, in seconds."""
+
+    wall_s: list[float] = field(default_factory=list)
+    cpu_s: list[float] = field(default_factory=list)  # process CPU time (steadier on a shared machine)
+
+    @property
+    def median_wall(self) -> float:
+        return statistics.median(self.wall_s)
+
+    @property
+    def median_cpu(self) -> float:
+        return statistics.median(self.cpu_s)
+
+    @property
+    def min_wall(self) -> float:
+        return min(self.wall_s)
+
+
+def time_interleaved(
+    variants: Mapping[str, Callable[[], object]],
+    *,
+    repeats: int,
+    warmup: int = 0,
+    device: torch.device | None = None,
+    budget_s: float | None = None,
+    tick: Callable[[], object] = lambda: None,
+) -> dict[str, Timing]:
+    """Time each variant ``repeats`` times, round-robin, after ``warmup`` untimed rounds.
+
+    ``device``: a CUDA device is synchronised before and after each timed run. ``budget_s``:
+    stop after the round in which this much wall time has passed (at least one round is timed).
+    ``tick`` is called after every run, warm-up included (a progress bar).
+
+    Raises:
+        InputError: ``repeats`` below 1 or ``warmup`` negative.
+    """
+    check_counts(1, repeats, warmup)
+    for _ in range(warmup):
+        for fn in variants.values():
+            fn()
+            tick()
+    _sync(device)
+    timings = {name: Timing() for name in variants}
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            _sync(device)
+            cpu, wall = time.process_time(), time.perf_counter()
+            fn()
+            _sync(device)
+            timings[name].wall_s.append(time.perf_counter() - wall)
+            timings[name].cpu_s.append(time.process_time() - cpu)
+            tick()
+        if budget_s is not None and time.perf_counter() - start > budget_s:
+            break
+    return timings
 
 
 def _median_seconds(
     fn: Callable[[], object], device: torch.device, repeats: int, warmup: int, tick: Callable[[], object] = lambda: None
 ) -> float:
-    for _ in range(warmup):
-        fn()
-        tick()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-        tick()
-    return statistics.median(times)
+    return time_interleaved({"run": fn}, repeats=repeats, warmup=warmup, device=device, tick=tick)["run"].median_wall
 
 
 def run_bench(
@@ -99,7 +154,7 @@ def run_bench(
         progress: a progress bar of the runs on stderr (shown only when stderr is a terminal).
 
     Raises:
-        ValueError: bad counts or tile options (checked before anything is written).
+        InputError: bad counts or tile options (checked before anything is written).
     """
     from tqdm import tqdm
 

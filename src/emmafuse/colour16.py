@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from emmafuse.errors import InputError
+
 __all__ = ["combine", "declares_16bit", "encode_png", "low_byte_tiles", "low_bytes"]
 
 # raw mode that keeps the high byte -> the one that keeps the low byte of the same samples
@@ -79,11 +81,14 @@ def encode_png(image: np.ndarray) -> bytes:
     """A 16-bit PNG file of a ``uint16`` ``(H, W)`` or ``(H, W, C)`` array (C in 1..4).
 
     Raises:
-        ValueError: another dtype or layout.
+        InputError: (a ``ValueError``) another dtype or layout.
     """
     arr = image if image.ndim == 3 else image[..., None]
     if image.dtype != np.uint16 or arr.ndim != 3 or arr.shape[-1] not in _COLOUR_TYPE or 0 in arr.shape:
-        raise ValueError(f"a 16-bit PNG needs a non-empty uint16 (H, W) or (H, W, 1..4) array, got {image.dtype} {image.shape}")
+        raise InputError(
+            f"a 16-bit PNG needs a non-empty uint16 (H, W) or (H, W, 1..4) array, got {image.dtype} {image.shape}",
+            parameter="image",
+        )
     h, w, c = arr.shape
     rows = np.ascontiguousarray(arr, dtype=">u2").view(np.uint8).reshape(h, w * c * 2)
     filtered = np.empty((h, rows.shape[1] + 1), np.uint8)

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from emmafuse.checkpoint import build_ufuser, save_ufuser, write_safetensors
-from emmafuse.errors import WeightsError
+from emmafuse.errors import InputError, WeightsError
 from emmafuse.models import UFuserConfig
 from emmafuse.outputs import OutputError
 
@@ -149,15 +149,15 @@ def convert_checkpoint(
 
     Raises:
         WeightsError: unreadable or unsafe checkpoint, keys or shapes that do not match.
-        OutputError: ``dst`` does not end in ``.safetensors`` (:func:`check_destination`).
-        ValueError: unknown ``kind``, or ``dst`` is ``src``.
+        InputError: unknown ``kind``.
+        OutputError: ``dst`` does not end in ``.safetensors`` (:func:`check_destination`), or is ``src``.
     """
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        raise InputError(f"kind must be one of {KINDS}, got {kind!r}", parameter="kind")
     src_path = Path(src)
     dst_path = check_destination(dst) if dst is not None else src_path.with_suffix(".safetensors")
     if dst_path.exists() and src_path.exists() and dst_path.resolve() == src_path.resolve():
-        raise ValueError(f"output {dst_path} would overwrite the input checkpoint")
+        raise OutputError(f"output {dst_path} would overwrite the input checkpoint", parameter="dst")
     state = read_torch_checkpoint(src_path)
     meta: dict[str, object] = {**_source_metadata(src_path), **dict(metadata or {})}
 

@@ -11,7 +11,7 @@ encoder) while the next frames are fused.
 Both threads are daemons that stop when asked (:meth:`Prefetch.close`,
 :meth:`BackgroundSink.close`), so an exception or Ctrl-C in the caller's thread never leaves
 one running; an exception in a thread is raised again in the caller's thread. No emmafuse
-imports: the fusion is a function given by the caller.
+imports but its errors: the fusion is a function given by the caller.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import queue
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
+
+from emmafuse.errors import FusionError
 
 __all__ = ["BackgroundSink", "FuseMany", "Prefetch", "fuse_frame_stream", "fused_frames"]
 
@@ -145,7 +147,7 @@ class BackgroundSink(Generic[T]):
         while True:
             self._raise_error()
             if not self._thread.is_alive():
-                raise RuntimeError("the background consumer has stopped")
+                raise FusionError("the background consumer has stopped")
             try:
                 self._queue.put(item, timeout=_POLL_S)
                 return
@@ -209,7 +211,7 @@ def _fuse_batch(batch: list[tuple[Any, Any]], fuse_many: FuseMany) -> Iterator[t
     viss = [vis for _, vis in batch]
     fused = fuse_many(irs, viss)
     if len(fused) != len(batch):
-        raise RuntimeError(f"the fusion function gave {len(fused)} results for {len(batch)} pairs")
+        raise FusionError(f"the fusion function gave {len(fused)} results for {len(batch)} pairs")
     yield from zip(irs, viss, fused)
 
 

@@ -13,88 +13,30 @@ visible input. ``Fuser.fuse_frames`` fuses two streams of frames in order and
 
 from __future__ import annotations
 
-import os
 import warnings
-from collections.abc import Callable, Generator, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Union, overload
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 import torch
 
-from emmafuse.inputs import ImageLike, is_batch, split_batch
+from emmafuse.batching import OutputRange, check_fuse_options, choose_tiles, forward_padded, run_pairs, split_items, stack_like
+from emmafuse.devices import PrecisionLike, parse_device, parse_precision
+from emmafuse.errors import InputError
+from emmafuse.fuser_streams import StreamMethods
+from emmafuse.inputs import ImageLike
 from emmafuse.models import UFuser
-from emmafuse.padding import crop, pad_to_network
-from emmafuse.planes import Pair, finish, prepare_pair
-from emmafuse.runner import NetworkRunner, run_pipelined
-from emmafuse.tiling import (
-    TileLike,
-    TilePlan,
-    auto_tile_size,
-    bytes_per_pixel,
-    check_tile_options,
-    fuse_tiled,
-    memory_budget,
-    plan_tiles,
-)
+from emmafuse.planes import finish, prepare_pair
+from emmafuse.runner import NetworkRunner
+from emmafuse.tiling import TileLike, TilePlan, check_tile_options
 
 if TYPE_CHECKING:
     import PIL.Image
 
-    from emmafuse.video_job import VideoResult
-
 __all__ = ["Fuser", "ImageLike", "OutputRange", "PrecisionLike"]
 
-OutputRange = Literal["clamp", "minmax"]
-PrecisionLike = Union[str, torch.dtype]
 
-_PRECISIONS = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-}
-
-
-def _parse_precision(dtype: PrecisionLike) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-            raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
-        return dtype
-    key = str(dtype).lower().replace("torch.", "")
-    if key not in _PRECISIONS:
-        raise ValueError(f"dtype must be one of 'float32', 'float16', 'bfloat16', got {dtype!r}")
-    return _PRECISIONS[key]
-
-
-def _parse_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device: {device!r} is not a valid torch device ({exc})") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} was requested but CUDA is not available on this machine")
-    return dev
-
-
-def _apply_range(fused: torch.Tensor, policy: OutputRange) -> torch.Tensor:
-    """Per-image output range policy on ``(N, 1, H, W)``."""
-    if policy == "minmax":
-        flat = fused.flatten(1)
-        lo = flat.min(1).values.view(-1, 1, 1, 1)
-        hi = flat.max(1).values.view(-1, 1, 1, 1)
-        span = hi - lo
-        # A constant output has nothing to stretch: keep it instead of dividing by zero.
-        stretched = (fused - lo) / torch.where(span > 0, span, torch.ones_like(span))
-        fused = torch.where(span > 0, stretched, fused)
-    return fused.clamp(0.0, 1.0)
-
-
-class Fuser:
+class Fuser(StreamMethods):
     """Fuses registered image pairs with a U-Fuser network.
 
     Create one with :func:`emmafuse.load`. A ``Fuser`` is cheap to call repeatedly; it keeps the
@@ -118,7 +60,7 @@ class Fuser:
     ) -> None:
         self._runner = NetworkRunner(model.eval(), torch.device("cpu"), torch.float32)
         self.info = dict(info or {})
-        self.to(device if device is not None else _parse_device(None), dtype)
+        self.to(device if device is not None else parse_device(None), dtype)
 
     # ----------------------------------------------------------------- configuration
     @property
@@ -138,10 +80,15 @@ class Fuser:
 
     def to(self, device: str | torch.device | None = None, dtype: PrecisionLike | None = None) -> Fuser:
         """Move to ``device`` and/or switch compute precision; returns ``self``."""
-        new_device = self.device if device is None else _parse_device(device)
-        new_dtype = self.dtype if dtype is None else _parse_precision(dtype)
+        new_device = self.device if device is None else parse_device(device)
+        new_dtype = self.dtype if dtype is None else parse_precision(dtype)
         if new_dtype == torch.float16 and new_device.type != "cuda":
-            raise ValueError("dtype float16 needs a CUDA device; use 'bfloat16' or 'float32' on CPU")
+            raise InputError("dtype float16 needs a CUDA device; use 'bfloat16' or 'float32' on CPU", parameter="dtype")
+        if self.backend == "onnxruntime" and (new_device.type != "cpu" or new_dtype != torch.float32):
+            raise InputError(
+                "the onnxruntime backend runs on the CPU in float32; use_onnxruntime(False) first",
+                parameter="device" if new_device.type != "cpu" else "dtype",
+            )
         self._runner.move(new_device, new_dtype)
         return self
 
@@ -156,6 +103,34 @@ class Fuser:
         called wins). Outputs agree with the eager path to float rounding.
         """
         self._runner.compile(**compile_kwargs)
+        return self
+
+    @property
+    def backend(self) -> str:
+        """``"torch"``, or ``"onnxruntime"`` after :meth:`use_onnxruntime`."""
+        return "torch" if self._runner.external is None else "onnxruntime"
+
+    def use_onnxruntime(self, enabled: bool = True, *, threads: int | None = None) -> Fuser:
+        """Run the network with onnxruntime on the CPU (float32); returns ``self``.
+
+        Same outputs as the torch path within 1e-6 (the same graph, ``docs/onnx.md``), and faster
+        on large images in a process with glibc's default allocator settings (no page faults for
+        every layer output; ``docs/performance.md`` has the numbers). The graph is traced once
+        per set of weights and cached in ``$EMMAFUSE_CACHE/onnx``; the session is rebuilt when
+        the weights change. ``threads``: onnxruntime's threads (default: torch's). Needs the
+        onnx extra (``pip install 'emmafuse[onnx]'``).
+        """
+        if not enabled:
+            self._runner.use_external(None)
+            return self
+        if self.device.type != "cpu" or self.dtype != torch.float32:
+            raise InputError(
+                f"the onnxruntime backend runs on the CPU in float32, this Fuser on {self.device} in {self.dtype}",
+                parameter="backend",
+            )
+        from emmafuse.onnx_graph import OnnxRuntimeForward
+
+        self._runner.use_external(OnnxRuntimeForward(self.model, threads=threads))
         return self
 
     def use_cuda_graphs(self, enabled: bool = True, *, max_shapes: int = 4) -> Fuser:
@@ -173,16 +148,10 @@ class Fuser:
 
     def __repr__(self) -> str:
         name = self.info.get("name") or self.info.get("path") or "custom"
-        return f"Fuser(weights={name!r}, device='{self.device}', dtype={str(self.dtype).replace('torch.', '')})"
+        backend = "" if self.backend == "torch" else f", backend={self.backend!r}"
+        return f"Fuser(weights={name!r}, device='{self.device}', dtype={str(self.dtype).replace('torch.', '')}{backend})"
 
     # ----------------------------------------------------------------- network
-    def _forward_any(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-        """Pad, run, crop: device tensors of any size in, float32 device tensors out."""
-        req = self.model.size_requirements
-        ir_p, pads = pad_to_network(ir, req)
-        vis_p, _ = pad_to_network(vis, req)
-        return crop(self._runner.forward(ir_p, vis_p), pads)
-
     @torch.inference_mode()
     def fuse_tensor(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         """Low-level fusion of luminance batches.
@@ -195,12 +164,12 @@ class Fuser:
             with no range policy applied.
         """
         if ir.ndim != 4 or ir.shape[1] != 1 or ir.shape != vis.shape:
-            raise ValueError(
+            raise InputError(
                 f"fuse_tensor expects two (N, 1, H, W) tensors of one shape, got {tuple(ir.shape)} and {tuple(vis.shape)}"
             )
         ir = ir.to(self.device, torch.float32, non_blocking=True)
         vis = vis.to(self.device, torch.float32, non_blocking=True)
-        return self._forward_any(ir, vis)
+        return forward_padded(self._runner, self.model.size_requirements, ir, vis)
 
     def tile_plan(
         self, height: int, width: int, tile: TileLike = None, tile_overlap: int | None = None, batch: int = 1
@@ -216,24 +185,7 @@ class Fuser:
         """
         req = self.model.size_requirements
         check_tile_options(tile, tile_overlap, req)
-        bpp = bytes_per_pixel(self.dtype)
-        if tile is None or tile == "auto":
-            budget = memory_budget(self.device)
-            if tile is None and req.padded(height) * req.padded(width) * bpp * max(batch, 1) <= budget:
-                return None
-            side = auto_tile_size(budget, self.dtype, size_req=req)
-            if tile_overlap is not None:
-                tile_overlap = min(tile_overlap, side // 2)
-        else:
-            side = int(tile)
-        plan = plan_tiles(height, width, side, tile_overlap, req)
-        return None if plan.is_single else plan
-
-    def _images_per_call(self, height: int, width: int, batch_size: int) -> int:
-        """Whole images per network call: ``batch_size``, fewer if they would not fit in memory."""
-        req = self.model.size_requirements
-        per_image = req.padded(height) * req.padded(width) * bytes_per_pixel(self.dtype)
-        return max(1, min(batch_size, memory_budget(self.device) // max(per_image, 1)))
+        return choose_tiles(self._runner, req, height, width, tile, tile_overlap, batch)
 
     # ----------------------------------------------------------------- public API
     @overload
@@ -387,261 +339,32 @@ class Fuser:
                 container fuses as a near-black image).
 
         Raises:
-            TypeError: unsupported container, dtype or PIL mode.
-            ValueError: mismatched sizes, empty images, NaN/Inf, floats outside [0, 1],
+            InputTypeError: unsupported container, dtype or PIL mode (a ``TypeError``).
+            InputError: mismatched sizes, empty images, NaN/Inf, floats outside [0, 1],
                 unsupported channel counts, bad options.
         """
-        if output_range not in ("clamp", "minmax"):
-            raise ValueError(f"output_range must be 'clamp' or 'minmax', got {output_range!r}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        check_tile_options(tile, tile_overlap, self.model.size_requirements)
+        check_fuse_options(output_range, batch_size)
+        req = self.model.size_requirements
+        check_tile_options(tile, tile_overlap, req)
 
-        ir_items, vis_items, kind = self._as_items(ir, vis)
+        ir_items, vis_items, kind = split_items(ir, vis)
         indexed = kind != "single"
         pairs = [prepare_pair(a, b, i if indexed else None) for i, (a, b) in enumerate(zip(ir_items, vis_items))]
         for note in dict.fromkeys(n for p in pairs for n in p.notes):  # each distinct note once
             warnings.warn(note, UserWarning, stacklevel=2)
-        fused = self._run_pairs(pairs, output_range, batch_size, tile, tile_overlap, progress)
-        outputs = [finish(y, p) for y, p in zip(fused, pairs)]
+        fused = run_pairs(
+            self._runner,
+            req,
+            pairs,
+            output_range=output_range,
+            batch_size=batch_size,
+            tile=tile,
+            tile_overlap=tile_overlap,
+            progress=progress,
+        )
+        outputs = [finish(y, p) for y, p in zip(fused, pairs, strict=True)]
         if kind == "single":
             return outputs[0]
         if kind == "list":
             return outputs
-        return self._stack_batch(outputs, vis)
-
-    # ----------------------------------------------------------------- helpers
-    @staticmethod
-    def _as_items(ir: Any, vis: Any) -> tuple[list[Any], list[Any], str]:
-        if isinstance(ir, (list, tuple)) or isinstance(vis, (list, tuple)):
-            if not (isinstance(ir, (list, tuple)) and isinstance(vis, (list, tuple))):
-                raise TypeError("ir and vis must both be lists (or both single images)")
-            if len(ir) != len(vis):
-                raise ValueError(f"ir has {len(ir)} images but vis has {len(vis)}")
-            if not ir:
-                raise ValueError("ir and vis are empty lists")
-            return list(ir), list(vis), "list"
-        if is_batch(ir) or is_batch(vis):
-            if not (is_batch(ir) and is_batch(vis)):
-                raise ValueError(
-                    f"ir and vis must both be 4-D batches or both single images, got shapes "
-                    f"{tuple(getattr(ir, 'shape', ()))} and {tuple(getattr(vis, 'shape', ()))}"
-                )
-            if ir.shape[0] != vis.shape[0]:
-                raise ValueError(f"ir batch has {ir.shape[0]} images but vis batch has {vis.shape[0]}")
-            return split_batch(ir, "ir"), split_batch(vis, "vis"), "batch"
-        return [ir], [vis], "single"
-
-    @staticmethod
-    def _stack_batch(outputs: Sequence[Any], like: Any) -> Any:
-        if isinstance(like, torch.Tensor):
-            return torch.stack([o if o.ndim == 3 else o.unsqueeze(0) for o in outputs])
-        return np.stack([o if o.ndim == 3 else o[..., None] for o in outputs])
-
-    def _run_pairs(
-        self,
-        pairs: Sequence[Pair],
-        output_range: OutputRange,
-        batch_size: int,
-        tile: TileLike = None,
-        tile_overlap: int | None = None,
-        progress: bool = False,
-    ) -> list[torch.Tensor]:
-        """Fused luminance ``(1, H, W)`` CPU tensors, same-size pairs batched together."""
-        results: list[torch.Tensor | None] = [None] * len(pairs)
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for i, p in enumerate(pairs):
-            h, w = p.ir_y.shape[-2:]
-            by_size.setdefault((h, w), []).append(i)
-        for (h, w), indices in by_size.items():
-            plan = self.tile_plan(h, w, tile, tile_overlap)
-            if plan is not None:
-                # tiles in mini-batches on accelerators; the CPU gains nothing from batching
-                tile_batch = self._images_per_call(plan.tile_h, plan.tile_w, batch_size) if self.device.type == "cuda" else 1
-                for i in indices:
-                    # views, no copies: the full image stays on the host, tiles go to the device
-                    fused = fuse_tiled(
-                        self._runner.forward,
-                        pairs[i].ir_y[None],
-                        pairs[i].vis_y[None],
-                        plan,
-                        device=self.device,
-                        tile_batch=tile_batch,
-                        size_req=self.model.size_requirements,
-                        progress=progress,
-                    )
-                    # the range policy sees the stitched image (global min/max), never a tile
-                    results[i] = _apply_range(fused, output_range)[0]
-                continue
-            per_call = self._images_per_call(h, w, batch_size)
-            chunks = [indices[s : s + per_call] for s in range(0, len(indices), per_call)]
-
-            def maker(chunk: list[int]) -> Any:
-                def make(pin: bool) -> tuple[torch.Tensor, torch.Tensor]:
-                    ir = torch.stack([pairs[i].ir_y for i in chunk])
-                    vis = torch.stack([pairs[i].vis_y for i in chunk])
-                    return (ir.pin_memory(), vis.pin_memory()) if pin else (ir, vis)
-
-                return make
-
-            outputs = run_pipelined(
-                self._forward_any,
-                (maker(c) for c in chunks),
-                self.device,
-                lambda res, _idx: _apply_range(res, output_range),
-            )
-            for chunk, fused in zip(chunks, outputs):
-                for j, i in enumerate(chunk):
-                    results[i] = fused[j]
-        return [r for r in results if r is not None]
-
-    # ----------------------------------------------------------------- streams and videos
-    def _fuse_lists(
-        self, output_range: OutputRange, batch_size: int | None, tile: TileLike, tile_overlap: int | None
-    ) -> tuple[Callable[[list[Any], list[Any]], list[Any]], int]:
-        """``fuse`` on lists with the options bound (checked now, not at the first frame) and
-        the frames per call (``None``: 1 on the CPU, where batches gain nothing, else 8)."""
-        if output_range not in ("clamp", "minmax"):
-            raise ValueError(f"output_range must be 'clamp' or 'minmax', got {output_range!r}")
-        if batch_size is None:
-            batch_size = 1 if self.device.type == "cpu" else 8
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        check_tile_options(tile, tile_overlap, self.model.size_requirements)
-        size = batch_size
-
-        def fuse_lists(ir: list[Any], vis: list[Any]) -> list[Any]:
-            return self.fuse(ir, vis, output_range=output_range, batch_size=size, tile=tile, tile_overlap=tile_overlap)
-
-        return fuse_lists, batch_size
-
-    def fuse_frames(
-        self,
-        ir_frames: Iterable[Any],
-        vis_frames: Iterable[Any],
-        *,
-        batch_size: int | None = None,
-        prefetch: int = 4,
-        output_range: OutputRange = "clamp",
-        tile: TileLike = None,
-        tile_overlap: int | None = None,
-    ) -> Generator[Any, None, None]:
-        """Fuse two streams of registered frames; yields the fused frames in order.
-
-        For live streams (two cameras) and custom pipelines: ``ir_frames`` and ``vis_frames``
-        are iterables (generators, lists, a 4-D batch) of anything :meth:`fuse` accepts; the
-        frames are paired by position and the pairing stops when either ends (as ``zip``).
-        Each result is exactly what ``fuse(ir, vis)`` gives for the pair (container, dtype,
-        layout and colour rule of :meth:`fuse`; bit-identical with a batch of one).
-
-        Args:
-            batch_size: frames per network call. ``None`` (default): 1 on the CPU (batches are
-                no faster there and a frame waits for no other), 8 on CUDA. A frame is given
-                out once its batch is full or the streams end.
-            prefetch: frame pairs pulled ahead from the iterables in a background thread, so
-                that reading (decoding, a camera) overlaps with fusing; ``0`` pulls them in the
-                calling thread. The iterables are then advanced in that thread only.
-            output_range, tile, tile_overlap: as for :meth:`fuse`. ``"minmax"`` stretches
-                each frame by its own minimum and maximum and makes a video flicker: it warns.
-
-        The options are checked when ``fuse_frames`` is called; an error of a frame (sizes
-        differ, bad dtype) is raised when that frame is reached, and an exception of an
-        iterable is raised in the consuming thread. Closing the returned generator (or leaving
-        the loop that consumes it) stops the background thread.
-        """
-        from emmafuse.frames import fused_frames
-
-        fuse_lists, size = self._fuse_lists(output_range, batch_size, tile, tile_overlap)
-        if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 0:
-            raise ValueError(f"prefetch must be an integer >= 0, got {prefetch!r}")
-        if output_range == "minmax":
-            warnings.warn(
-                "output_range='minmax' stretches each frame by its own minimum and maximum: the brightness of a "
-                "video flickers from frame to frame; 'clamp' (the default) is a fixed function of each frame",
-                UserWarning,
-                stacklevel=2,
-            )
-        return fused_frames(ir_frames, vis_frames, fuse_lists, batch_size=size, prefetch=prefetch)
-
-    def fuse_video(
-        self,
-        ir: str | os.PathLike[str],
-        vis: str | os.PathLike[str],
-        out: str | os.PathLike[str],
-        *,
-        frames: int | None = None,
-        start: int = 0,
-        side_by_side: bool = False,
-        crf: int = 18,
-        codec: str | None = None,
-        overwrite: bool = True,
-        batch_size: int | None = None,
-        tile: TileLike = None,
-        tile_overlap: int | None = None,
-        output_range: OutputRange = "clamp",
-        progress: bool = False,
-        overlap: bool = True,
-    ) -> VideoResult:
-        """Fuse two registered video files (infrared, visible) frame by frame into ``out``.
-
-        Needs PyAV (``pip install 'emmafuse[video]'``). Frames are paired by index; both videos
-        must have the same frame size and frame rates within 1 %. A gray video is read as gray
-        (also YUV video whose chroma is neutral), a colour one as RGB, and each frame pair is
-        fused by :meth:`fuse` (a colour visible video keeps its chroma). The output is H.264
-        (MPEG-4 part 2 when no H.264 encoder works), ``yuv420p``, at the visible video's frame
-        rate; it is written under a temporary name in its folder and renamed at the end, so an
-        exception or Ctrl-C leaves no file under ``out`` and no temporary file.
-
-        Args:
-            ir, vis: the input videos.
-            out: the output file: ``.mp4``, ``.mkv``, ``.avi`` or ``.mov``; not an input.
-            frames: fuse at most this many frame pairs (default: all).
-            start: skip the first ``start`` frames of both videos.
-            side_by_side: write ``ir | vis | fused`` side by side (three times as wide).
-            crf: output quality on H.264's constant rate factor scale, 0 (lossless) to 51
-                (worst); 18 (default) is close to visually lossless. For MPEG-4 part 2 it is
-                mapped to the equivalent fixed quantiser.
-            codec: an FFmpeg encoder name to use instead of the automatic choice.
-            overwrite: replace an existing ``out`` (default); ``False`` refuses it.
-            batch_size, tile, tile_overlap: as for :meth:`fuse_frames` / :meth:`fuse`.
-            output_range: ``"clamp"`` only: ``"minmax"`` (a per-frame stretch) would flicker.
-            progress: a progress bar with frames per second and time left on stderr, shown
-                only when stderr is a terminal.
-            overlap: decode and encode in background threads while frames are fused (default);
-                ``False`` runs decode, fuse, encode one after the other in this thread.
-
-        Returns:
-            A :class:`~emmafuse.video_job.VideoResult`: the path, frames written, size, frame
-            rate, encoder and the number of frames dropped.
-
-        Warns:
-            UserWarning: the videos have different frame counts: the common length is fused
-                and the warning says how many frames of the longer one were dropped.
-
-        Raises:
-            MissingExtraError: PyAV is not installed (an ``ImportError``).
-            OutputError: the output path (unknown suffix, an input, not writable, exists
-                with ``overwrite=False``); checked before any work.
-            VideoReadError: an input cannot be opened or decoded, or is truncated; the message
-                names the file and the frame index.
-            VideoError: frame sizes or rates differ, ``start`` is past the end, ``"minmax"``.
-            ValueError: other bad options.
-        """
-        from emmafuse.video_job import check_video_options, prepare_video_job, run_video_job
-
-        check_video_options(frames=frames, start=start, crf=crf, output_range=output_range)  # "minmax" refused
-        fuse_lists, size = self._fuse_lists("clamp", batch_size, tile, tile_overlap)
-        job = prepare_video_job(
-            ir,
-            vis,
-            out,
-            frames=frames,
-            start=start,
-            side_by_side=side_by_side,
-            crf=crf,
-            codec=codec,
-            overwrite=overwrite,
-            output_range=output_range,
-        )
-        return run_video_job(job, fuse_lists, batch_size=size, progress=progress, read_ahead=overlap, write_behind=overlap)
-
+        return stack_like(outputs, vis)

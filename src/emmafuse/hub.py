@@ -7,6 +7,7 @@ checksum checks, fallbacks) lives in :func:`emmafuse.weights.locate_weights`.
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -55,23 +56,21 @@ def cached_file(
     return Path(found) if isinstance(found, str) else None
 
 
-def _network_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [OSError, ValueError]
-    try:
-        from huggingface_hub.errors import EntryNotFoundError
+def _download_errors() -> tuple[type[BaseException], ...]:
+    """What ``hf_hub_download`` raises when a download fails, by huggingface_hub's own types.
 
-        errors.append(EntryNotFoundError)
-    except ImportError:  # pragma: no cover - older huggingface_hub
-        pass
-    for module_name in ("httpx2", "httpx", "requests"):
-        try:
-            module = __import__(module_name)
-        except ImportError:
-            continue
-        base = getattr(module, "HTTPError", None) or getattr(module, "RequestException", None)
-        if isinstance(base, type) and issubclass(base, BaseException):
-            errors.append(base)
-    return tuple(errors)
+    Its HTTP errors (``HfHubHTTPError``: repository, revision or file not found, server errors)
+    and ``LocalEntryNotFoundError`` (unreachable) are ``OSError`` s; ``EntryNotFoundError``,
+    ``HFValidationError`` (a malformed repository id) and the HTTP client's transport errors,
+    which huggingface_hub exports as ``errors.HTTPError``, are not.
+    """
+    try:
+        errors = importlib.import_module("huggingface_hub.errors")
+    except ImportError:  # pragma: no cover - huggingface_hub < 0.24 keeps them in utils
+        errors = importlib.import_module("huggingface_hub.utils")
+    names = ("HfHubHTTPError", "LocalEntryNotFoundError", "EntryNotFoundError", "HFValidationError", "HTTPError")
+    found = (getattr(errors, name, None) for name in names)
+    return (OSError, *(t for t in found if isinstance(t, type) and issubclass(t, BaseException)))
 
 
 def _describe(exc: BaseException) -> str:
@@ -114,7 +113,7 @@ def download(
             library_name="emmafuse",
             library_version=__version__,
         )
-    except _network_errors() as exc:
+    except _download_errors() as exc:
         raise WeightsError(
             f"could not download '{filename}' from the Hugging Face Hub repository '{repo_id}' "
             f"(revision {revision}): {_describe(exc)}"

@@ -1,10 +1,22 @@
 """Reading, writing and pairing image files (PIL), keeping 16-bit data 16-bit: the one home of
 image files for ``fuse``, ``eval`` and ``train``.
 
-Two readers: :func:`read_image` gives the stored pixels (uint8 / uint16 numpy) for fusion;
-:func:`read_luma` gives float32 luminance in [0, 1] (BT.601 Y of colour files) for training.
-The evaluator's reference-exact float64 0..255 reader builds on :func:`read_image`
-(:func:`emmafuse.evaluation.reader.read_gray_reference`).
+One reader, one set of rules: every file is decoded and checked by the same code (the pixel
+limit below, then :func:`emmafuse.inputs.pil_pixels`, the conversion PIL inputs of
+``Fuser.fuse`` use too). :func:`read_image` gives the stored pixels (uint8 / uint16 numpy) for
+fusion; :func:`read_luma` gives the same pixels as float32 luminance in [0, 1] (BT.601 Y of
+colour files, :func:`emmafuse.color.rgb_to_luma`) for training; the evaluator's float64 0..255
+gray levels are :func:`emmafuse.evaluation.reader.read_gray_reference`, also on these pixels.
+The rules:
+
+- 8-bit samples are scaled by 255; 16-bit files and 32-bit integer files (values 0..65535,
+  others are refused) by 65535, whatever their largest value;
+- files with floating-point samples (TIFF mode ``F``) are refused by every reader, with
+  :class:`ImageReadError`: their scale is not part of the format (0..1, 0..255 or sensor
+  units) and a guess would darken or saturate them silently; save them as 8 or 16 bit
+  (in-memory float arrays passed to ``Fuser.fuse`` must lie in [0, 1]);
+- palettes and 1-bit files are expanded; CMYK, YCbCr, LAB and HSV files become RGB; gray +
+  alpha becomes RGBA for :func:`read_image` (alpha is ignored by the gray readers).
 
 Every file is opened by one function, which refuses a file declaring more pixels than
 :func:`max_pixels` (:data:`DEFAULT_MAX_PIXELS`, or the environment variable
@@ -36,8 +48,8 @@ import numpy as np
 
 import emmafuse.colour16 as colour16
 from emmafuse._fs import atomic_write
-from emmafuse.color import BT601_WEIGHTS
-from emmafuse.errors import EmmafuseError
+from emmafuse.color import rgb_to_luma
+from emmafuse.errors import EmmafuseError, InputError
 from emmafuse.image_open import (  # re-exported: image_io is where callers find image files
     DEFAULT_MAX_PIXELS,
     MAX_PIXELS_ENV,
@@ -48,6 +60,7 @@ from emmafuse.image_open import (  # re-exported: image_io is where callers find
     open_image,
     read_header,
 )
+from emmafuse.inputs import pil_pixels
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -59,7 +72,6 @@ __all__ = [
     "read_header",
     "read_image",
     "read_luma",
-    "rgb_to_y",
     "write_image",
     "output_format",
     "normalize_suffix",
@@ -81,6 +93,8 @@ IMAGE_SUFFIXES = OUTPUT_SUFFIXES + (".pgm", ".ppm")
 _SIXTEEN_BIT = ("PNG", "TIFF")
 #: Formats that cannot store an alpha channel (it is dropped with a warning).
 _NO_ALPHA = ("JPEG", "BMP")
+#: What the largest sample of each stored dtype means (1.0 in float images).
+_FULL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
 class PairingError(EmmafuseError, ValueError):
@@ -100,17 +114,21 @@ class FolderPairs:
         return sorted(self.only_ir + self.only_vis)
 
 
-def index_images(folder: str | os.PathLike[str], role: str = "image") -> dict[str, Path]:
+def index_images(
+    folder: str | os.PathLike[str], role: str = "image", *, parameter: str | None = None
+) -> dict[str, Path]:
     """Image files of ``folder`` by stem (an empty dict for a folder without images).
+
+    ``parameter`` names the caller's argument that gave ``folder`` (for the error).
 
     Raises:
         PairingError: the folder does not exist or is a file, or two images share a stem.
     """
     path = Path(folder)
     if not path.exists():
-        raise PairingError(f"{role} folder does not exist: {path}")
+        raise PairingError(f"{role} folder does not exist: {path}", parameter=parameter)
     if not path.is_dir():
-        raise PairingError(f"{role} path is not a folder: {path}")
+        raise PairingError(f"{role} path is not a folder: {path}", parameter=parameter)
     found: dict[str, Path] = {}
     clashes: list[str] = []
     for entry in sorted(path.iterdir()):
@@ -124,7 +142,8 @@ def index_images(folder: str | os.PathLike[str], role: str = "image") -> dict[st
         more = f" (and {len(clashes) - 3} more)" if len(clashes) > 3 else ""
         raise PairingError(
             f"{role} folder {path} has images that share a name: {'; '.join(clashes[:3])}{more}. "
-            "Pairs are matched by file name without extension; rename or remove one of each"
+            "Pairs are matched by file name without extension; rename or remove one of each",
+            parameter=parameter,
         )
     return found
 
@@ -135,9 +154,11 @@ def pair_folders(
     """Match the images of two folders by file stem (see the module docstring for the policy).
 
     Raises:
-        PairingError: a folder is missing, or one holds two images with the same stem.
+        PairingError: a folder is missing, or one holds two images with the same stem
+            (``parameter``: ``"ir_dir"`` or ``"vis_dir"``).
     """
-    irs, viss = index_images(ir_dir, roles[0]), index_images(vis_dir, roles[1])
+    irs = index_images(ir_dir, roles[0], parameter="ir_dir")
+    viss = index_images(vis_dir, roles[1], parameter="vis_dir")
     common = sorted(set(irs) & set(viss))
     return FolderPairs(
         [(stem, irs[stem], viss[stem]) for stem in common],
@@ -147,11 +168,12 @@ def pair_folders(
 
 
 def normalize_suffix(ext: str) -> str:
-    """``"jpg"`` or ``".JPG"`` -> ``".jpg"``; raises ``ValueError`` for a suffix PIL cannot write."""
+    """``"jpg"`` or ``".JPG"`` -> ``".jpg"``; raises :class:`~emmafuse.errors.InputError` (a
+    ``ValueError``, ``parameter="ext"``) for a suffix PIL cannot write."""
     text = ext.strip().lower()
     suffix = text if text.startswith(".") else f".{text}"
     if suffix not in OUTPUT_SUFFIXES:
-        raise ValueError(f"unknown output suffix {ext!r}; use one of {', '.join(OUTPUT_SUFFIXES)}")
+        raise InputError(f"unknown output suffix {ext!r}; use one of {', '.join(OUTPUT_SUFFIXES)}", parameter="ext")
     return suffix
 
 
@@ -159,7 +181,7 @@ def output_format(path: str | os.PathLike[str]) -> str:
     """The PIL format name for an output file, from its suffix (checked before any work).
 
     Raises:
-        ValueError: a suffix emmafuse does not write.
+        InputError: (a ``ValueError``, ``parameter="path"``) a suffix emmafuse does not write.
     """
     from PIL import Image
 
@@ -167,7 +189,9 @@ def output_format(path: str | os.PathLike[str]) -> str:
     fmt = Image.registered_extensions().get(p.suffix.lower())
     if fmt is None or p.suffix.lower() not in OUTPUT_SUFFIXES:
         shown = f"'{p.suffix}'" if p.suffix else "(none)"
-        raise ValueError(f"{p}: unknown image file suffix {shown}; use one of {', '.join(OUTPUT_SUFFIXES)}")
+        raise InputError(
+            f"{p}: unknown image file suffix {shown}; use one of {', '.join(OUTPUT_SUFFIXES)}", parameter="path"
+        )
     return fmt
 
 
@@ -178,16 +202,18 @@ def check_output_kind(path: str | os.PathLike[str], *, sixteen_bit: bool, channe
     with a warning.
 
     Raises:
-        ValueError: an unknown suffix, or 16-bit data in a format that would lose it.
+        InputError: (a ``ValueError``, ``parameter="path"``) an unknown suffix, or 16-bit data
+            in a format that would lose it.
     """
     p = Path(path)
     fmt = output_format(p)
     if sixteen_bit and (fmt not in _SIXTEEN_BIT or (fmt == "TIFF" and channels > 1)):
         kind = {1: "gray", 2: "gray + alpha"}.get(channels, "colour")
-        raise ValueError(
+        raise InputError(
             f"{p}: 16-bit {kind} output cannot be written as {p.suffix}; use .png"
             + (" or .tif" if channels == 1 else "")
-            + " (a 16-bit visible image gives a 16-bit result)"
+            + " (a 16-bit visible image gives a 16-bit result)",
+            parameter="path",
         )
     return fmt
 
@@ -202,32 +228,21 @@ def _warn_8bit(img: Any) -> None:
     )
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image as numpy: uint8 gray/RGB/RGBA, or uint16 for 16-bit files (gray; RGB(A) PNG and
-    uncompressed TIFF).
+def _read_pixels(p: Path) -> np.ndarray:
+    """The one decode of a file: its samples (uint8 or uint16; gray, gray + alpha, RGB, RGBA).
 
     Raises:
-        ImageReadError: a missing or undecodable file, or one over the pixel limit
-            (:func:`max_pixels`).
-
-    Warns:
-        UserWarning: a 16-bit file that PIL decodes only to 8 bit (e.g. 16-bit gray + alpha).
+        ImageReadError: a missing, undecodable or floating-point file, or one over the pixel
+            limit; the message names the file.
     """
     from PIL import Image, UnidentifiedImageError
 
-    p = Path(path)
     try:
         with open_image(p) as img:
             low_tiles = colour16.low_byte_tiles(img)  # 16-bit colour that PIL would cut to 8 bit
             lossy = low_tiles is None and colour16.declares_16bit(img) and not img.mode.startswith("I")
             img.load()
-            mode = img.mode
-            if mode in ("P", "PA", "1", "CMYK", "YCbCr", "LAB", "HSV"):
-                target = "L" if mode == "1" else "RGBA" if mode == "PA" or "transparency" in img.info else "RGB"
-                img = img.convert(target)
-            elif mode == "LA":
-                img = img.convert("RGBA")
-            arr = np.asarray(img)
+            arr = pil_pixels(img, str(p), colour_spaces=True)
             if lossy:
                 _warn_8bit(img)
         if low_tiles is not None:
@@ -237,59 +252,47 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise ImageReadError(f"{p}: no such file") from None
     except ImageReadError:
         raise
+    except InputError as exc:  # a mode or value range the rules refuse; the message names the file
+        raise ImageReadError(str(exc)) from exc
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{p}: not a readable image ({exc})") from exc
-    if arr.dtype == np.int32 or mode.startswith("I;16"):
-        if arr.size and (arr.min() < 0 or arr.max() > 65535):
-            raise ImageReadError(f"{p}: 32-bit integer pixel values outside 0..65535 are not supported")
-        arr = arr.astype(np.uint16)
-    elif arr.dtype == np.float32:
+    if arr.dtype == np.float32:
         raise ImageReadError(f"{p}: floating-point image files are not supported; save as 8 or 16 bit")
     return arr
 
 
-def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
-    """ITU-R BT.601 luma of an ``(H, W, 3)`` array (float32, same scale as the input)."""
-    kr, kg, kb = BT601_WEIGHTS
-    rgb = rgb.astype(np.float32)
-    return rgb[..., 0] * kr + rgb[..., 1] * kg + rgb[..., 2] * kb
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image as numpy: uint8 gray/RGB/RGBA, or uint16 for 16-bit files (gray; RGB(A) PNG and
+    uncompressed TIFF). Gray + alpha files give RGBA (R = G = B), the layouts ``Fuser.fuse`` takes.
+
+    Raises:
+        ImageReadError: a missing or undecodable file, a floating-point file, or one over the
+            pixel limit (:func:`max_pixels`).
+
+    Warns:
+        UserWarning: a 16-bit file that PIL decodes only to 8 bit (e.g. 16-bit gray + alpha).
+    """
+    arr = _read_pixels(Path(path))
+    if arr.ndim == 3 and arr.shape[-1] == 2:  # gray + alpha -> RGBA, as PIL's convert("RGBA")
+        arr = arr[..., [0, 0, 0, 1]]
+    return arr
 
 
 def read_luma(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image as float32 ``(H, W)`` luminance in [0, 1]; colour images give their BT.601 Y.
+    """Read an image as float32 ``(H, W)`` luminance in [0, 1] (training's reader).
 
-    16-bit files are scaled by 65535; 32-bit integer and float files by 65535 when their
-    maximum exceeds 255, else by 255; alpha is ignored.
+    The pixels of :func:`read_image`, scaled by the full range of their type (255 or 65535);
+    colour files give their BT.601 Y (:func:`emmafuse.color.rgb_to_luma`), gray + alpha files
+    their gray channel; alpha is ignored.
 
     Raises:
-        ImageReadError: the file cannot be decoded (``cannot read image PATH: ...``).
+        ImageReadError: as :func:`read_image`.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with open_image(Path(path)) as im:
-            if colour16.low_byte_tiles(im) is not None:  # 16-bit RGB(A): all 16 bits of every sample
-                im.close()
-                return np.clip(rgb_to_y(read_image(path)[..., :3]) / 65535.0, 0.0, 1.0).astype(np.float32)
-            im.load()
-            mode = im.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-                arr = np.asarray(im, dtype=np.float32) / 65535.0
-            elif mode in ("I", "F"):
-                arr = np.asarray(im, dtype=np.float32)
-                peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
-                arr = arr / peak
-            elif mode == "L":
-                arr = np.asarray(im, dtype=np.float32) / 255.0
-            elif mode in ("1", "LA"):
-                arr = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-            else:  # RGB, RGBA, P, CMYK, YCbCr, ...
-                arr = rgb_to_y(np.asarray(im.convert("RGB"))) / 255.0
-    except ImageReadError:
-        raise
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError, SyntaxError) as exc:
-        raise ImageReadError(f"cannot read image {path}: {exc}") from exc
-    return np.clip(arr, 0.0, 1.0).astype(np.float32)
+    arr = _read_pixels(Path(path))
+    scale = _FULL_SCALE[arr.dtype]
+    if arr.ndim == 3:
+        arr = arr[..., 0] if arr.shape[-1] == 2 else rgb_to_luma(arr)
+    return np.clip(arr.astype(np.float32, copy=False) / scale, 0.0, 1.0).astype(np.float32)
 
 
 def write_image(path: str | os.PathLike[str], image: np.ndarray) -> Path:
@@ -298,7 +301,7 @@ def write_image(path: str | os.PathLike[str], image: np.ndarray) -> Path:
     ``uint16`` images keep 16 bits in PNG (gray and colour) and TIFF (gray).
 
     Raises:
-        ValueError: an unknown suffix, or 16-bit data the format cannot hold
+        InputError: (a ``ValueError``) an unknown suffix, or 16-bit data the format cannot hold
             (:func:`check_output_kind`).
 
     Warns:

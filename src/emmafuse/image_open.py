@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import emmafuse.colour16 as colour16
-from emmafuse.errors import EmmafuseError
+from emmafuse.errors import EmmafuseError, InputError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -53,7 +53,7 @@ def max_pixels() -> int:
     """The largest image, in pixels, that emmafuse reads: ``EMMAFUSE_MAX_PIXELS`` or the default.
 
     Raises:
-        ValueError: the environment variable is not a positive integer.
+        InputError: (a ``ValueError``) the environment variable is not a positive integer.
     """
     text = os.environ.get(MAX_PIXELS_ENV, "").strip()
     if not text:
@@ -63,7 +63,7 @@ def max_pixels() -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise ValueError(f"{MAX_PIXELS_ENV}={text!r} must be a positive integer number of pixels (e.g. 400000000)")
+        raise InputError(f"{MAX_PIXELS_ENV}={text!r} must be a positive integer number of pixels (e.g. 400000000)")
     return value
 
 
@@ -117,9 +117,9 @@ def read_header(path: str | os.PathLike[str]) -> ImageHeader:
             return ImageHeader(img.width, img.height, channels, sixteen)
     except FileNotFoundError:
         raise ImageReadError(f"{p}: no such file") from None
+    except ImageReadError:
+        raise
     except (OSError, SyntaxError, ValueError) as exc:
-        if isinstance(exc, ImageReadError):
-            raise
         raise ImageReadError(f"{p}: not a readable image ({exc})") from exc
 
 

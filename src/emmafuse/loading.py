@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from emmafuse.checkpoint import build_ufuser, load_ufuser_file
+from emmafuse.errors import InputError
 from emmafuse.fuser import Fuser, PrecisionLike
 from emmafuse.weights import locate_weights
 
@@ -23,6 +24,7 @@ def load(
     revision: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     local_files_only: bool = False,
+    backend: str = "torch",
 ) -> Fuser:
     """Load a :class:`Fuser` with pretrained or local weights.
 
@@ -35,11 +37,15 @@ def load(
             pinned by the manifest (checked against its sha256).
         cache_dir: Hugging Face cache folder (default: the standard HF cache).
         local_files_only: never touch the network (also when ``HF_HUB_OFFLINE=1``).
+        backend: ``"torch"`` (default) or ``"onnxruntime"`` (CPU, float32; needs
+            ``pip install 'emmafuse[onnx]'``; see :meth:`Fuser.use_onnxruntime`).
 
     Raises:
         NoPretrainedWeightsError: no weights given and none installed.
         WeightsError: missing, corrupt or mismatching weights file.
     """
+    if backend not in ("torch", "onnxruntime"):
+        raise InputError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}", parameter="backend")
     found = locate_weights(name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
     path = found.path
     state, config, meta = load_ufuser_file(path)
@@ -52,4 +58,7 @@ def load(
         "revision": found.revision,
         "metadata": meta,
     }
-    return Fuser(model, device=device, dtype=dtype, info=info)
+    if backend == "onnxruntime" and device is None:
+        device = "cpu"  # the backend's device, also where CUDA is available
+    fuser = Fuser(model, device=device, dtype=dtype, info=info)
+    return fuser.use_onnxruntime() if backend == "onnxruntime" else fuser

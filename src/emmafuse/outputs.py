@@ -56,11 +56,12 @@ def check_not_inputs(
     inputs: Iterable[str | os.PathLike[str]],
     *,
     what: str = "output",
-    option: str = "-o",
+    option: str = "output",
 ) -> None:
     """Refuse when an output file would replace an input file (by resolved path or by inode).
 
-    ``what`` and ``option`` name the output and the argument that sets it in the message.
+    ``what`` and ``option`` name the output and the argument that sets it in the message (the
+    command line passes its flag, ``-o``).
 
     Raises:
         OutputError: naming the output and the input it would replace.
@@ -111,7 +112,7 @@ def check_output_file(
     *,
     overwrite: bool = True,
     what: str = "output",
-    option: str = "-o",
+    option: str = "output",
 ) -> Path:
     """Check an output file: not a folder, not an input, writable; existing only if ``overwrite``.
 
@@ -125,7 +126,7 @@ def check_output_file(
         raise OutputError(f"{what} {target} is a folder; give a file name")
     check_not_inputs([target], inputs, what=what, option=option)
     if target.exists() and not overwrite:
-        raise OutputError(f"{what} {target} exists; remove it or pass --overwrite")
+        raise OutputError(f"{what} {target} exists and overwrite is off; remove it or allow overwriting", parameter="overwrite")
     check_writable(target, what)
     return target
 

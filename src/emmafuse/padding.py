@@ -12,16 +12,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from emmafuse.models import MIN_SIDE, SIZE_MULTIPLE, UFUSER_SIZE, SizeRequirements
+from emmafuse.models import UFUSER_SIZE, SizeRequirements
 
-__all__ = ["padded_size", "pad_to_network", "crop"]
+__all__ = ["pad_to_network", "crop"]
 
 Pads = tuple[int, int, int, int]
-
-
-def padded_size(size: int, multiple: int = SIZE_MULTIPLE, minimum: int = MIN_SIDE) -> int:
-    """Smallest side >= ``max(size, minimum)`` that is a multiple of ``multiple``."""
-    return SizeRequirements(multiple=multiple, minimum=minimum).padded(size)
 
 
 def _pad_axis(x: torch.Tensor, before: int, after: int, axis: int) -> torch.Tensor:

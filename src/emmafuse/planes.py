@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from emmafuse.color import is_gray_rgb, rgb_to_ycbcr, ycbcr_to_rgb
+from emmafuse.errors import InputError
 from emmafuse.inputs import ImageSpec, decode_image, encode_image
 
 __all__ = ["Pair", "finish", "finish_planes", "prepare_pair", "row_strips", "split_planes"]
@@ -79,7 +80,7 @@ def prepare_pair(ir: object, vis: object, index: int | None) -> Pair:
     ir_chw, ir_spec = decode_image(ir, f"ir{suffix}")
     vis_chw, vis_spec = decode_image(vis, f"vis{suffix}")
     if (ir_spec.height, ir_spec.width) != (vis_spec.height, vis_spec.width):
-        raise ValueError(
+        raise InputError(
             f"ir{suffix} and vis{suffix} must have the same height and width (registered pair): "
             f"ir is {ir_spec.height}x{ir_spec.width}, vis is {vis_spec.height}x{vis_spec.width}"
         )

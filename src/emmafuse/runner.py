@@ -1,13 +1,13 @@
 """Running a network's forward: in a compute precision, by the fastest path set up, on any device.
 
-- :func:`weight_version`: the in-place version counter caches key on (folded weights, graphs);
 - :class:`NetworkRunner`: eager, ``torch.compile`` d or replayed CUDA graphs, under autocast,
   with the float32 fallback for half-precision outputs holding NaN/Inf;
 - :func:`run_pipelined`: a stream of host batches through a forward, overlapping copies and
   compute on CUDA (used for whole images and for tiles alike).
 
-This module knows networks only as ``nn.Module`` s called with ``(ir, vis)``: it imports
-nothing else from emmafuse (the models import :func:`weight_version` from here).
+This module knows networks only as ``nn.Module`` s called with ``(ir, vis)``; from the networks
+layer below it takes only :func:`~emmafuse.models.fast_paths.weight_version`, the version counter
+the folded-weight caches of the models key on as well.
 """
 
 from __future__ import annotations
@@ -20,19 +20,13 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["ForwardFn", "NetworkRunner", "run_pipelined", "weight_version"]
+from emmafuse.errors import InputError
+from emmafuse.models.fast_paths import weight_version
+
+__all__ = ["ForwardFn", "NetworkRunner", "run_pipelined"]
 
 ForwardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 BatchMaker = Callable[[bool], tuple[torch.Tensor, torch.Tensor]]
-
-
-def weight_version(t: torch.Tensor) -> int:
-    """The in-place version counter of ``t``; -1 for inference tensors, which keep none.
-
-    (Weights created under ``torch.inference_mode`` can only be changed in place under it; such
-    changes are not seen. Change weights outside inference mode, or call ``load_state_dict``.)
-    """
-    return -1 if t.is_inference() else t._version
 
 
 def _prepare(model: nn.Module) -> None:
@@ -115,6 +109,7 @@ class NetworkRunner:
         self.dtype = dtype
         self._compiled: Callable[..., torch.Tensor] | None = None
         self._graphs: _CudaGraphs | None = None
+        self.external: ForwardFn | None = None  # another runtime's forward (onnxruntime), CPU float32
 
     def move(self, device: torch.device, dtype: torch.dtype) -> None:
         """Put the network on ``device`` and compute in ``dtype`` (graphs are re-recorded)."""
@@ -126,17 +121,23 @@ class NetworkRunner:
     def compile(self, **compile_kwargs: Any) -> None:
         _prepare(self.model)
         self._compiled = torch.compile(self.model, **compile_kwargs)
-        self._graphs = None
+        self._graphs = self.external = None
+
+    def use_external(self, forward: ForwardFn | None) -> None:
+        """Run ``forward`` (e.g. an onnxruntime session) instead of the network; ``None``: back to torch."""
+        self.external = forward
+        if forward is not None:
+            self._compiled = self._graphs = None
 
     def use_cuda_graphs(self, enabled: bool = True, *, max_shapes: int = 4) -> None:
         if not enabled:
             self._graphs = None
             return
         if self.device.type != "cuda":
-            raise ValueError(f"CUDA graphs need a CUDA device; this Fuser runs on {self.device}")
+            raise InputError(f"CUDA graphs need a CUDA device; this Fuser runs on {self.device}")
         if not isinstance(max_shapes, int) or max_shapes < 1:
-            raise ValueError(f"max_shapes must be a positive integer, got {max_shapes!r}")
-        self._compiled = None
+            raise InputError(f"max_shapes must be a positive integer, got {max_shapes!r}", parameter="max_shapes")
+        self._compiled = self.external = None
         self._graphs = _CudaGraphs(max_shapes)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -146,6 +147,8 @@ class NetworkRunner:
 
     def run(self, ir_p: torch.Tensor, vis_p: torch.Tensor) -> torch.Tensor:
         """One forward in the compute precision, by the fastest runner set up."""
+        if self.external is not None:
+            return self.external(ir_p, vis_p)
         if self._graphs is not None:
             return self._graphs.run(self.model, self.autocast, self.dtype, ir_p, vis_p)
         with self.autocast():

@@ -30,14 +30,15 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from emmafuse.errors import InputError, InputTypeError
 from emmafuse.models import SIZE_MULTIPLE, UFUSER_SIZE, SizeRequirements
-from emmafuse.padding import crop, pad_to_network
-from emmafuse.runner import ForwardFn, run_pipelined
+from emmafuse.padding import Pads, crop, pad_to_network
+from emmafuse.runner import BatchMaker, ForwardFn, run_pipelined
 
 __all__ = [
     "BYTES_PER_PIXEL",
@@ -89,9 +90,9 @@ def _parse_bytes(text: str) -> int:
     try:
         value = float(s) * scale
     except ValueError as exc:
-        raise ValueError(f"EMMAFUSE_CPU_MEMORY_BUDGET={text!r} is not a size such as '1G' or '800M'") from exc
+        raise InputError(f"EMMAFUSE_CPU_MEMORY_BUDGET={text!r} is not a size such as '1G' or '800M'") from exc
     if value <= 0:
-        raise ValueError(f"EMMAFUSE_CPU_MEMORY_BUDGET={text!r} must be positive")
+        raise InputError(f"EMMAFUSE_CPU_MEMORY_BUDGET={text!r} must be positive")
     return int(value)
 
 
@@ -129,23 +130,37 @@ def default_overlap(tile: int, size_req: SizeRequirements = UFUSER_SIZE) -> int:
     return min(max(quarter, size_req.multiple), DEFAULT_OVERLAP, side // 2)
 
 
+_OVERLAP_MESSAGE = "tile_overlap must be a non-negative integer number of pixels, got {!r}"
+
+
 def check_tile_options(tile: TileLike, overlap: int | None, size_req: SizeRequirements = UFUSER_SIZE) -> None:
-    """Validate ``tile`` / ``tile_overlap`` with a clear ``ValueError`` (``overlap=None``: derived)."""
+    """Validate ``tile`` / ``tile_overlap`` (``overlap=None``: derived).
+
+    Raises:
+        InputTypeError: a value of the wrong type (an :class:`InputError`, so a ``ValueError``).
+        InputError: a value out of range; ``parameter`` names the one at fault.
+    """
     if isinstance(tile, bool) or not (tile is None or tile == "auto" or isinstance(tile, int)):
-        raise ValueError(f"tile must be None, 'auto' or an integer tile side in pixels, got {tile!r}")
+        raise InputTypeError(
+            f"tile must be None, 'auto' or an integer tile side in pixels, got {tile!r}", parameter="tile"
+        )
     if isinstance(tile, int) and tile < size_req.minimum:
-        raise ValueError(f"tile must be at least {size_req.minimum} pixels (the network's minimum side), got {tile}")
+        raise InputError(
+            f"tile must be at least {size_req.minimum} pixels (the network's minimum side), got {tile}",
+            parameter="tile",
+        )
     if overlap is None:
         return
-    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
-        raise ValueError(f"tile_overlap must be a non-negative integer number of pixels, got {overlap!r}")
-    if isinstance(tile, int):
-        side = size_req.round_down(tile)
-        if overlap > side // 2:
-            raise ValueError(
-                f"tile_overlap={overlap} is too large for tile={tile}: it must be at most half the "
-                f"tile side ({side // 2}), or tiles would advance by less than the overlap"
-            )
+    if isinstance(overlap, bool) or not isinstance(overlap, int):
+        raise InputTypeError(_OVERLAP_MESSAGE.format(overlap), parameter="tile_overlap")
+    if overlap < 0:
+        raise InputError(_OVERLAP_MESSAGE.format(overlap), parameter="tile_overlap")
+    if isinstance(tile, int) and overlap > size_req.round_down(tile) // 2:
+        raise InputError(
+            f"tile_overlap={overlap} is too large for tile={tile}: it must be at most half the "
+            f"tile side ({size_req.round_down(tile) // 2}), or tiles would advance by less than the overlap",
+            parameter="tile_overlap",
+        )
 
 
 def feather_ramp(length: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -232,16 +247,6 @@ class TilePlan:
             self._axis_weights(self.xs, self.tile_w, self.width),
         )
 
-    def raw_weight_sum(self) -> torch.Tensor:
-        """``(height, width)`` sum of the un-normalised 2-D tile weights (> 0 wherever covered)."""
-        total = torch.zeros(self.height, self.width, dtype=torch.float64)
-        wy_raw = self._raw_axis_weights(self.ys, self.tile_h)
-        wx_raw = self._raw_axis_weights(self.xs, self.tile_w)
-        for y, wy in zip(self.ys, wy_raw):
-            for x, wx in zip(self.xs, wx_raw):
-                total[y : y + self.tile_h, x : x + self.tile_w] += wy[:, None] * wx[None, :]
-        return total
-
 
 def plan_tiles(
     height: int, width: int, tile: int, overlap: int | None = None, size_req: SizeRequirements = UFUSER_SIZE
@@ -294,6 +299,38 @@ def _balanced_side(length: int, side: int, overlap: int, size_req: SizeRequireme
 _Job = tuple[int, int, int, int, int]  # image index, y0, x0, tile row i, tile column j
 
 
+def _pad_for_plan(
+    ir: torch.Tensor, vis: torch.Tensor, plan: TilePlan, size_req: SizeRequirements
+) -> tuple[torch.Tensor, torch.Tensor, Pads]:
+    """Both host images padded as the untiled path pads them, after checking they fit ``plan``."""
+    if ir.device.type != "cpu" or vis.device.type != "cpu":
+        raise InputError("fuse_tiled expects host (CPU) tensors; only tiles go to the device")
+    if ir.shape != vis.shape or ir.ndim != 4 or ir.shape[1] != 1:
+        raise InputError(
+            f"fuse_tiled expects two (N, 1, H, W) tensors of one shape, got {tuple(ir.shape)} and {tuple(vis.shape)}"
+        )
+    ir_p, pads = pad_to_network(ir.float(), size_req)
+    vis_p, _ = pad_to_network(vis.float(), size_req)
+    if tuple(ir_p.shape[-2:]) != (plan.height, plan.width):
+        raise InputError(f"tile plan is for {plan.height}x{plan.width}, padded image is {tuple(ir_p.shape[-2:])}")
+    return ir_p, vis_p, pads
+
+
+def _tile_maker(ir_p: torch.Tensor, vis_p: torch.Tensor, plan: TilePlan, batch: list[_Job]) -> BatchMaker:
+    """The host batch of the tiles in ``batch`` (in pinned memory when asked), built on demand."""
+    th, tw = plan.tile_h, plan.tile_w
+
+    def make(pin: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        a = torch.empty(len(batch), 1, th, tw, pin_memory=pin)
+        b = torch.empty(len(batch), 1, th, tw, pin_memory=pin)
+        for t, (k, y, x, _i, _j) in enumerate(batch):
+            a[t].copy_(ir_p[k, :, y : y + th, x : x + tw])
+            b[t].copy_(vis_p[k, :, y : y + th, x : x + tw])
+        return a, b
+
+    return make
+
+
 def fuse_tiled(
     forward: ForwardFn,
     ir: torch.Tensor,
@@ -312,16 +349,9 @@ def fuse_tiled(
     :func:`~emmafuse.runner.run_pipelined`; the weighted tile outputs are accumulated into one host image.
     ``progress``: a tile-count progress bar on stderr, shown only when stderr is a terminal.
     """
-    if ir.device.type != "cpu" or vis.device.type != "cpu":
-        raise ValueError("fuse_tiled expects host (CPU) tensors; only tiles go to the device")
-    if ir.shape != vis.shape or ir.ndim != 4 or ir.shape[1] != 1:
-        raise ValueError(
-            f"fuse_tiled expects two (N, 1, H, W) tensors of one shape, got {tuple(ir.shape)} and {tuple(vis.shape)}"
-        )
-    ir_p, pads = pad_to_network(ir.float(), size_req)
-    vis_p, _ = pad_to_network(vis.float(), size_req)
-    if tuple(ir_p.shape[-2:]) != (plan.height, plan.width):
-        raise ValueError(f"tile plan is for {plan.height}x{plan.width}, padded image is {tuple(ir_p.shape[-2:])}")
+    from tqdm import tqdm
+
+    ir_p, vis_p, pads = _pad_for_plan(ir, vis, plan, size_req)
     out = torch.zeros(ir.shape[0], 1, plan.height, plan.width, dtype=torch.float32)
     wy, wx = plan.axis_weights()
     jobs: list[_Job] = [
@@ -329,34 +359,19 @@ def fuse_tiled(
     ]
     step = max(int(tile_batch), 1)
     batches = [jobs[s : s + step] for s in range(0, len(jobs), step)]
-    th, tw = plan.tile_h, plan.tile_w
     weights: dict[tuple[int, int], torch.Tensor] = {}
 
-    def maker(batch: list[_Job]) -> Callable[[bool], tuple[torch.Tensor, torch.Tensor]]:
-        def make(pin: bool) -> tuple[torch.Tensor, torch.Tensor]:
-            a = torch.empty(len(batch), 1, th, tw, pin_memory=pin)
-            b = torch.empty(len(batch), 1, th, tw, pin_memory=pin)
-            for t, (k, y, x, _i, _j) in enumerate(batch):
-                a[t].copy_(ir_p[k, :, y : y + th, x : x + tw])
-                b[t].copy_(vis_p[k, :, y : y + th, x : x + tw])
-            return a, b
-
-        return make
-
     def weigh(res: torch.Tensor, idx: int) -> torch.Tensor:
-        batch = batches[idx]
-        for _k, _y, _x, i, j in batch:
+        for _k, _y, _x, i, j in batches[idx]:
             if (i, j) not in weights:
                 weights[i, j] = (wy[i][:, None] * wx[j][None, :]).float().to(res.device)
-        return res * torch.stack([weights[i, j] for (_k, _y, _x, i, j) in batch])[:, None]
+        return res * torch.stack([weights[i, j] for (_k, _y, _x, i, j) in batches[idx]])[:, None]
 
-    from tqdm import tqdm
-
-    results = run_pipelined(forward, (maker(b) for b in batches), device, weigh)
+    results = run_pipelined(forward, (_tile_maker(ir_p, vis_p, plan, b) for b in batches), device, weigh)
     # disable=None: tqdm shows the bar only when stderr is a terminal
     with tqdm(total=len(jobs), desc="tiles", unit="tile", file=sys.stderr, leave=False, disable=None if progress else True) as bar:
         for batch, res in zip(batches, results):
             for t, (k, y, x, _i, _j) in enumerate(batch):
-                out[k, :, y : y + th, x : x + tw] += res[t]
+                out[k, :, y : y + plan.tile_h, x : x + plan.tile_w] += res[t]
             bar.update(len(batch))
     return crop(out, pads)

@@ -411,7 +411,7 @@ class VideoWriter:
     def write(self, image: np.ndarray) -> None:
         """Encode one frame (its size must be the writer's)."""
         if image.shape[:2] != (self.height, self.width) or image.dtype != np.uint8:
-            raise ValueError(
+            raise VideoError(
                 f"frame {self.frames} is {image.shape} {image.dtype}; the video is {self.height}x{self.width} uint8"
             )
         frame = self._frame_type.from_ndarray(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from emmafuse._fs import atomic_write
-from emmafuse.errors import VideoError
+from emmafuse.errors import InputError, VideoError
 from emmafuse.frames import BackgroundSink, FuseMany, fuse_frame_stream
 from emmafuse.video import (
     DEFAULT_CRF,
@@ -104,21 +105,24 @@ def check_video_options(*, frames: int | None = None, start: int = 0, crf: int =
 
     Raises:
         VideoError: ``output_range="minmax"`` (a per-frame stretch flickers).
-        ValueError: ``frames`` not a positive integer, ``start`` negative, ``crf`` outside 0..51.
+        InputError: ``frames`` not a positive integer, ``start`` negative, ``crf`` outside 0..51.
     """
     if output_range == "minmax":
         raise VideoError(
             "output_range 'minmax' stretches each frame by its own minimum and maximum, which makes a video "
-            "flicker; video fusion uses 'clamp' (a fixed function of each frame)"
+            "flicker; video fusion uses 'clamp' (a fixed function of each frame)",
+            parameter="output_range",
         )
     if output_range != "clamp":
-        raise ValueError(f"output_range must be 'clamp' for video, got {output_range!r}")
+        raise InputError(f"output_range must be 'clamp' for video, got {output_range!r}", parameter="output_range")
     if frames is not None and (not _is_int(frames) or frames < 1):
-        raise ValueError(f"frames must be a positive integer (or None for all), got {frames!r}")
+        raise InputError(f"frames must be a positive integer (or None for all), got {frames!r}", parameter="frames")
     if not _is_int(start) or start < 0:
-        raise ValueError(f"start must be a frame index >= 0, got {start!r}")
+        raise InputError(f"start must be a frame index >= 0, got {start!r}", parameter="start")
     if not _is_int(crf) or not 0 <= crf <= 51:
-        raise ValueError(f"crf (output quality) must be an integer from 0 (lossless) to 51 (worst), got {crf!r}")
+        raise InputError(
+            f"crf (output quality) must be an integer from 0 (lossless) to 51 (worst), got {crf!r}", parameter="crf"
+        )
 
 
 def prepare_video_job(
@@ -152,7 +156,7 @@ def prepare_video_job(
     check_pair(ir_info, vis_info)
     for info in (ir_info, vis_info):
         if info.frames is not None and start >= info.frames:
-            raise VideoError(f"start {start} is past the end of {info.name}: it has {info.frames} frames")
+            raise VideoError(f"start {start} is past the end of {info.name}: it has {info.frames} frames", parameter="start")
     width = vis_info.width * (3 if side_by_side else 1)
     encoder = pick_encoder(codec, width, vis_info.height, vis_info.fps)
     return VideoJob(ir_info, vis_info, target, container_format, encoder, start, frames, side_by_side, crf)
@@ -186,58 +190,70 @@ def run_video_job(
             the frame).
         OSError: the output cannot be written.
     """
-    from tqdm import tqdm
-
     report = PairingReport()
     written = 0
 
     def write(tmp: str) -> None:
         nonlocal written
-        writer = VideoWriter(
-            tmp,
-            container_format=job.container_format,
-            width=job.width,
-            height=job.height,
-            fps=job.fps,
-            encoder=job.encoder,
-            crf=job.crf,
-        )
-        pairs = paired_frames(job.ir, job.vis, start=job.start, frames=job.frames, report=report)
-        stream = fuse_frame_stream(pairs, fuse_many, batch_size=batch_size, prefetch=_AHEAD if read_ahead else 0)
-        sink: BackgroundSink[np.ndarray] | None = None
-        try:
-            if write_behind:
-                sink = BackgroundSink(writer.write, _AHEAD, "emmafuse-encode")
-            # disable=None: tqdm shows the bar only when stderr is a terminal
-            with tqdm(
-                total=job.expected_frames,
-                desc="fusing",
-                unit="frame",
-                file=sys.stderr,
-                leave=False,
-                disable=None if progress else True,
-            ) as bar:
-                for ir, vis, fused in stream:
-                    frame = side_by_side(ir, vis, fused) if job.side_by_side else fused
-                    if sink is not None:
-                        sink.put(frame)
-                    else:
-                        writer.write(frame)
-                    bar.update()
-            if sink is not None:
-                sink.finish()
-            writer.finish()
-            written = writer.frames
-        except BaseException:
-            if sink is not None:
-                sink.close()  # before the container is closed under it
-            raise
-        finally:
-            stream.close()  # stops the decoding thread, which closes the inputs
-            if sink is None or not sink.running:
-                writer.close()
+        written = _encode(job, tmp, fuse_many, report, batch_size, progress, read_ahead, write_behind)
 
     atomic_write(job.out, write)
     if report.note:
         warnings.warn(report.note, UserWarning, stacklevel=3)
     return VideoResult(job.out, written, job.width, job.height, job.fps, job.encoder, report.dropped)
+
+
+def _encode(
+    job: VideoJob,
+    tmp: str,
+    fuse_many: FuseMany,
+    report: PairingReport,
+    batch_size: int,
+    progress: bool,
+    read_ahead: bool,
+    write_behind: bool,
+) -> int:
+    """Decode, fuse and encode ``job`` into the file ``tmp``; returns the frames written."""
+    writer = VideoWriter(
+        tmp,
+        container_format=job.container_format,
+        width=job.width,
+        height=job.height,
+        fps=job.fps,
+        encoder=job.encoder,
+        crf=job.crf,
+    )
+    pairs = paired_frames(job.ir, job.vis, start=job.start, frames=job.frames, report=report)
+    stream = fuse_frame_stream(pairs, fuse_many, batch_size=batch_size, prefetch=_AHEAD if read_ahead else 0)
+    sink: BackgroundSink[np.ndarray] | None = None
+    try:
+        if write_behind:
+            sink = BackgroundSink(writer.write, _AHEAD, "emmafuse-encode")
+        _pump(job, stream, sink.put if sink is not None else writer.write, progress)
+        if sink is not None:
+            sink.finish()
+        writer.finish()
+        return writer.frames
+    except BaseException:
+        if sink is not None:
+            sink.close()  # before the container is closed under it
+        raise
+    finally:
+        stream.close()  # stops the decoding thread, which closes the inputs
+        if sink is None or not sink.running:
+            writer.close()
+
+
+def _pump(
+    job: VideoJob, stream: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], put: Callable[[np.ndarray], None], progress: bool
+) -> None:
+    """Each fused frame (or ``ir | vis | fused``) to ``put``, with the progress bar."""
+    from tqdm import tqdm
+
+    # disable=None: tqdm shows the bar only when stderr is a terminal
+    with tqdm(
+        total=job.expected_frames, desc="fusing", unit="frame", file=sys.stderr, leave=False, disable=None if progress else True
+    ) as bar:
+        for ir, vis, fused in stream:
+            put(side_by_side(ir, vis, fused) if job.side_by_side else fused)
+            bar.update()

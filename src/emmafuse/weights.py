@@ -1,4 +1,4 @@
-"""Where weights come from: the manifest of released models, path resolution and checksums.
+"""Where weights come from: path resolution and checksums (the manifest itself: :mod:`emmafuse.manifest`).
 
 Resolution order of :func:`locate_weights` (used by :func:`emmafuse.load`):
 
@@ -20,126 +20,29 @@ mismatching embedded copy is skipped. See ``docs/weights.md``.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import emmafuse.hub as hub
 from emmafuse.errors import ChecksumMismatchError, NoPretrainedWeightsError, WeightsError
+from emmafuse.manifest import ModelEntry, get_model, read_manifest
 
 __all__ = [
     "ChecksumMismatchError",
     "EMBEDDED_DIR",
-    "MANIFEST_ENV",
-    "ModelEntry",
     "NoPretrainedWeightsError",
     "ResolvedWeights",
     "file_sha256",
-    "get_model",
-    "list_models",
     "locate_weights",
-    "manifest_path",
-    "read_manifest",
     "verify_file",
     "weights_source",
 ]
 
-#: Schema version of ``weights_manifest.json`` understood by this code.
-MANIFEST_SCHEMA = 1
-#: Environment variable naming another manifest file (maintainers and tests).
-MANIFEST_ENV = "EMMAFUSE_MANIFEST"
 #: Folder of the weights embedded in the package (package data ``weights/*.safetensors``).
 EMBEDDED_DIR = Path(__file__).resolve().parent / "weights"
-
-
-
-# --------------------------------------------------------------------------- manifest
-@dataclass(frozen=True)
-class ModelEntry:
-    """One model listed in ``weights_manifest.json``.
-
-    ``available`` tells whether this build can obtain its weights (released, with a checksum,
-    and embedded in the package and/or published on the Hub).
-    """
-
-    name: str
-    repo_id: str
-    filename: str
-    sha256: str = ""
-    revision: str | None = None
-    size: int | None = None
-    config: dict[str, Any] = field(default_factory=dict)
-    embedded: str | None = None
-    description: str = ""
-    status: str = "unreleased"
-    published: bool = False
-    license: str | None = None
-    training: dict[str, Any] = field(default_factory=dict)
-    evaluation: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def available(self) -> bool:
-        return self.status == "released" and bool(self.sha256) and (self.published or bool(self.embedded))
-
-    @property
-    def hub_revision(self) -> str:
-        """The revision to fetch from the Hub (the manifest's commit, else ``main``)."""
-        return self.revision or "main"
-
-    @classmethod
-    def from_dict(cls, name: str, data: dict[str, Any]) -> ModelEntry:
-        known = {f for f in cls.__dataclass_fields__ if f not in ("name", "extra")}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        for key in ("sha256", "description"):
-            kwargs[key] = kwargs.get(key) or ""
-        for key in ("config", "training", "evaluation"):
-            kwargs[key] = dict(kwargs.get(key) or {})
-        kwargs["published"] = bool(kwargs.get("published", False))
-        return cls(name=name, extra={k: v for k, v in data.items() if k not in known}, **kwargs)
-
-
-def manifest_path() -> Path:
-    """The manifest in use: ``$EMMAFUSE_MANIFEST`` if set, else the packaged one."""
-    override = os.environ.get(MANIFEST_ENV)
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parent / "weights_manifest.json"
-
-
-def read_manifest() -> dict[str, Any]:
-    """The manifest as a dict (``{"schema": 1, "default": name|None, "models": {...}}``).
-
-    Raises:
-        WeightsError: the manifest is not readable JSON (a broken installation).
-    """
-    path = manifest_path()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        if os.environ.get(MANIFEST_ENV):
-            raise WeightsError(f"{MANIFEST_ENV}={path}: no such file") from None
-        return {"schema": MANIFEST_SCHEMA, "default": None, "models": {}}  # pragma: no cover - broken install
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise WeightsError(f"weights manifest {path} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("models", {}), dict):
-        raise WeightsError(f"weights manifest {path}: expected an object with a 'models' object")
-    return data
-
-
-def _entries(manifest: dict[str, Any]) -> list[ModelEntry]:
-    return [ModelEntry.from_dict(name, data) for name, data in manifest.get("models", {}).items()]
-
-
-def list_models(*, include_unreleased: bool = False) -> list[ModelEntry]:
-    """Models whose weights this installation can provide (all listed ones with ``include_unreleased``)."""
-    return [e for e in _entries(read_manifest()) if include_unreleased or e.available]
 
 
 def weights_source(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None = None) -> str:
@@ -156,19 +59,6 @@ def weights_source(entry: ModelEntry, cache_dir: str | os.PathLike[str] | None =
     if entry.embedded and (EMBEDDED_DIR / entry.embedded).is_file():
         return "embedded"
     return "hub (download)" if entry.published else "none"
-
-
-def get_model(name: str) -> ModelEntry:
-    """The manifest entry of ``name``.
-
-    Raises:
-        WeightsError: unknown name.
-    """
-    for entry in _entries(read_manifest()):
-        if entry.name == name:
-            return entry
-    known = sorted(e.name for e in _entries(read_manifest()))
-    raise WeightsError(f"unknown model '{name}' (and no such file); known models: {', '.join(known) or 'none'}")
 
 
 # --------------------------------------------------------------------------- checksums
@@ -232,8 +122,8 @@ class ResolvedWeights:
 
 _NO_DEFAULT_MESSAGE = (
     "no pretrained weights are installed in this emmafuse build yet. Pass a weights file: "
-    "emmafuse.load('path/to/weights.safetensors') (CLI: --weights PATH); official EMMA.pth "
-    "checkpoints can be converted with 'emmafuse convert'."
+    "emmafuse.load('path/to/weights.safetensors'); official EMMA.pth checkpoints can be "
+    "converted with 'emmafuse convert'."
 )
 
 
@@ -299,16 +189,17 @@ def locate_weights(
     else:
         default = read_manifest().get("default")
         if not default:
-            raise NoPretrainedWeightsError(_NO_DEFAULT_MESSAGE)
+            raise NoPretrainedWeightsError(_NO_DEFAULT_MESSAGE, parameter="weights")
         name = str(default)
         if not get_model(name).available:
-            raise NoPretrainedWeightsError(_NO_DEFAULT_MESSAGE)
+            raise NoPretrainedWeightsError(_NO_DEFAULT_MESSAGE, parameter="weights")
     entry = get_model(name)
     if not entry.available:
         raise NoPretrainedWeightsError(
             f"model '{name}' has no released weights in this emmafuse build yet. Pass a weights file: "
             "emmafuse.load('path/to/weights.safetensors'); official EMMA.pth checkpoints can be "
-            "converted with 'emmafuse convert'."
+            "converted with 'emmafuse convert'.",
+            parameter="weights",
         )
     return _locate_released(entry, revision, cache_dir, local_files_only)
 

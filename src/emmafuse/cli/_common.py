@@ -1,4 +1,12 @@
-"""What every command shares: the one user-facing error, common options, loading the fuser."""
+"""What every command shares: the error model, common options, loading the fuser.
+
+Errors: a command raises :class:`CliError` for a usage error of its own; the library raises
+:class:`~emmafuse.errors.EmmafuseError` s. :func:`run_command` prints either as one line
+(``emmafuse <command>: error: ...``, the form of argparse's own errors) and returns 2; where the
+library error names the ``parameter`` at fault, the line names its flag (``argument --tile: ...``,
+see :data:`FLAGS`). An ``OSError`` about a file (it carries the file name) is one line too. Any
+other exception is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +28,8 @@ __all__ = [
     "add_quiet_option",
     "add_runtime_options",
     "add_tile_options",
-    "as_cli_error",
+    "FLAGS",
+    "error_line",
     "fuse_kwargs",
     "load_fuser",
     "parse_command_line",
@@ -71,13 +80,68 @@ def warn_once() -> Iterator[None]:
         yield
 
 
+#: The flag of each library parameter that the command line sets (one table for every command).
+FLAGS: dict[str, str] = {
+    "name_or_path": "--weights",
+    "weights": "--weights",
+    "device": "--device",
+    "dtype": "--dtype",
+    "output_range": "--output-range",
+    "tile": "--tile",
+    "tile_overlap": "--tile-overlap",
+    "batch": "--batch",
+    "batch_size": "--batch",
+    "repeats": "--repeats",
+    "warmup": "--warmup",
+    "threads": "--threads",
+    "frames": "--frames",
+    "start": "--start",
+    "crf": "--crf",
+    "overwrite": "--no-overwrite",  # the library refuses an existing output only when overwrite is off
+    "ext": "--ext",
+    "suffix": "--ext",
+    "ir_dir": "--ir-dir",
+    "vis_dir": "--vis-dir",
+    "out_dir": "-o",
+    "jobs": "--jobs",
+    "metrics": "--metrics",
+    "preset": "--preset",
+    "kind": "--kind",
+    "fused_dirs": "--fused/--compare",
+    "fuser_name": "--weights-name",
+    "opset": "--opset",
+}
+
+
+def error_line(exc: BaseException, command: str | None = None) -> str:
+    """The one line printed for a user-facing error: a :class:`CliError`, an
+    :class:`~emmafuse.errors.EmmafuseError` (with the flag of its ``parameter``) or an
+    ``OSError`` about a file."""
+    if isinstance(exc, CliError):
+        return exc.line(command)
+    prefix = f"emmafuse {command}" if command else "emmafuse"
+    if isinstance(exc, EmmafuseError):
+        flag = FLAGS.get(exc.parameter or "")
+        return f"{prefix}: error: {f'argument {flag}: ' if flag else ''}{exc}"
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{prefix}: error: {exc.filename}: {exc.strerror or exc}"
+    return f"{prefix}: error: {exc}"
+
+
 def run_command(args: argparse.Namespace) -> int:
-    """Run the parsed command (``args.func``); a :class:`CliError` becomes its line on stderr and 2."""
+    """Run the parsed command (``args.func``). A :class:`CliError`, any
+    :class:`~emmafuse.errors.EmmafuseError` and an ``OSError`` about a named file become one line
+    on stderr and exit code 2; anything else propagates with its traceback (it is a bug)."""
     try:
         with warn_once():
             return int(args.func(args) or 0)
-    except CliError as exc:
-        print(exc.line(getattr(args, "command", None)), file=sys.stderr)
+    except EmmafuseError as exc:
+        print(error_line(exc, getattr(args, "command", None)), file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.filename is None:  # not about a file the user named (a socket, the GPU, ...): a bug
+            raise
+        print(error_line(exc, getattr(args, "command", None)), file=sys.stderr)
         return 2
 
 
@@ -102,25 +166,18 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str]) -> 
     return args
 
 
-@contextlib.contextmanager
-def as_cli_error(command: str | None = None) -> Iterator[None]:
-    """Turn the library's one-line ``ValueError`` s (bad paths, suffixes, options) into exit code 2."""
-    try:
-        yield
-    except ValueError as exc:
-        raise CliError(str(exc), command=command) from exc
-
-
-def add_runtime_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", help="weights file (.safetensors) or released model name (default: the built-in model)")
+def add_runtime_options(p: argparse.ArgumentParser, *, output_range: bool = True, weights_default: str = "the built-in model") -> None:
+    """``--weights``, ``--device``, ``--dtype`` and (unless ``output_range=False``) ``--output-range``."""
+    p.add_argument("--weights", help=f"weights file (.safetensors) or released model name (default: {weights_default})")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="compute precision")
-    p.add_argument(
-        "--output-range",
-        default="clamp",
-        choices=["clamp", "minmax"],
-        help="clamp: keep the network output; minmax: stretch each image (paper protocol)",
-    )
+    if output_range:
+        p.add_argument(
+            "--output-range",
+            default="clamp",
+            choices=["clamp", "minmax"],
+            help="clamp: keep the network output; minmax: stretch each image (paper protocol)",
+        )
 
 
 def add_overwrite_option(p: argparse.ArgumentParser, extra_help: str = "") -> None:
@@ -166,12 +223,25 @@ def add_tile_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def load_fuser(args: argparse.Namespace) -> Fuser:
-    """``emmafuse.load`` with ``--weights``, ``--device`` and ``--dtype``; its errors are usage errors."""
+def load_fuser(args: argparse.Namespace, *, local_files_only: bool = False) -> Fuser:
+    """``emmafuse.load`` with ``--weights``, ``--device`` and ``--dtype`` (float32 where a command has
+    no ``--dtype``), the one loader of every command. A weights error becomes
+    ``cannot load weights ...`` (the library's error is its ``__cause__``); a bad device or
+    precision is the library's error, with its flag."""
+    from emmafuse.errors import WeightsError
     from emmafuse.loading import load
 
-    with as_cli_error():  # WeightsError is a ValueError
-        return load(args.weights, device=args.device, dtype=args.dtype)
+    weights = getattr(args, "weights", None)
+    try:
+        return load(
+            weights,
+            device=getattr(args, "device", None),
+            dtype=getattr(args, "dtype", None) or "float32",
+            local_files_only=local_files_only,
+        )
+    except WeightsError as exc:
+        what = f"weights {weights}" if weights else "the default weights"
+        raise CliError(f"cannot load {what}: {exc}") from exc
 
 
 def tile_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -182,8 +252,7 @@ def tile_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     tile, overlap = getattr(args, "tile", None), getattr(args, "tile_overlap", None)
     if overlap is not None and tile is None:
         raise CliError("--tile-overlap needs --tile (a tile side in pixels, or 'auto')")
-    with as_cli_error():
-        check_tile_options(tile, overlap)
+    check_tile_options(tile, overlap)
     return {name: value for name, value in (("tile", tile), ("tile_overlap", overlap)) if value is not None}
 
 

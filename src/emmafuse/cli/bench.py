@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from emmafuse.cli._common import CliError, add_tile_options, as_cli_error, tile_kwargs
+from emmafuse.cli._common import CliError, add_runtime_options, add_tile_options, load_fuser, tile_kwargs
 
 if TYPE_CHECKING:
     from emmafuse.fuser import Fuser
@@ -39,10 +39,8 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 def add_bench_command(subparsers: Any) -> None:
     p = subparsers.add_parser("bench", help="measure fusion speed on this machine (ms/image, images/s)")
-    p.add_argument("--weights", help="weights file or released model name (default: the installed model, else random)")
+    add_runtime_options(p, output_range=False, weights_default="the installed model, else random")
     p.add_argument("--random", action="store_true", help="use seeded random weights (speed only)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="compute precision")
     p.add_argument("--sizes", type=parse_sizes, default=parse_sizes("640x480,1920x1080"), help="WIDTHxHEIGHT list (default 640x480,1920x1080)")
     p.add_argument("--batch", type=int, default=1, help="images per network call (default 1)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per size; the median is reported (default 5)")
@@ -55,19 +53,19 @@ def add_bench_command(subparsers: Any) -> None:
     p.set_defaults(func=_cmd_bench)
 
 
-def _load(args: argparse.Namespace, notes: list[str]) -> Fuser:
+def _bench_fuser(args: argparse.Namespace, notes: list[str]) -> Fuser:
+    """The fuser to time: ``--weights``, else the installed model, else seeded random weights
+    (the benchmark never downloads)."""
     from emmafuse.bench import random_fuser
     from emmafuse.errors import WeightsError
-    from emmafuse.loading import load
 
     if not args.random:
         try:
-            return load(args.weights, device=args.device, dtype=args.dtype, local_files_only=True)
-        except WeightsError as exc:
-            if args.weights is not None:  # asked for these weights: say what is wrong
-                raise
-            # nothing installed locally (the benchmark never downloads): time random weights
-            notes.append(f"note: no installed pretrained weights ({str(exc).splitlines()[0]})")
+            return load_fuser(args, local_files_only=True)
+        except CliError as exc:
+            if args.weights is not None or not isinstance(exc.__cause__, WeightsError):
+                raise  # asked for these weights: say what is wrong
+            notes.append(f"note: no installed pretrained weights ({str(exc.__cause__).splitlines()[0]})")
     return random_fuser(args.device, args.dtype)
 
 
@@ -76,33 +74,29 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     from emmafuse.bench import check_counts, run_bench
 
-    with as_cli_error():  # bad counts or options are ValueErrors: checked before loading anything
-        check_counts(args.batch, args.repeats, args.warmup)
-        if args.threads is not None and args.threads < 1:
-            raise CliError(f"--threads must be at least 1, got {args.threads}")
+    check_counts(args.batch, args.repeats, args.warmup)  # before loading anything
+    if args.threads is not None and args.threads < 1:
+        raise CliError(f"--threads must be at least 1, got {args.threads}")
     tiles = tile_kwargs(args)
     notes: list[str] = []
-    with as_cli_error():  # WeightsError, bad devices and precisions are ValueErrors
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        fuser = _load(args, notes)
-        if args.compile:
-            fuser.compile()
-        if args.cuda_graphs:
-            fuser.use_cuda_graphs()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    fuser = _bench_fuser(args, notes)
+    if args.compile:
+        fuser.compile()
+    if args.cuda_graphs:
+        fuser.use_cuda_graphs()
     for note in notes:  # printed only once nothing before the table can fail
         print(note)
-    with as_cli_error():
-        run_bench(
-            fuser,
-            args.sizes,
-            batch=args.batch,
-            repeats=args.repeats,
-            warmup=args.warmup,
-            end_to_end=args.end_to_end,
-            out=lambda line: print(line, flush=True),
-            progress=True,  # shown only when stderr is a terminal
-            **tiles,
-        )
+    run_bench(
+        fuser,
+        args.sizes,
+        batch=args.batch,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        end_to_end=args.end_to_end,
+        out=lambda line: print(line, flush=True),
+        progress=True,  # shown only when stderr is a terminal
+        **tiles,
+    )
     return 0
-

@@ -22,12 +22,11 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     dtype = torch.float16 if args.fp16 else None
     dst = Path(args.dst) if args.dst is not None else Path(args.src).with_suffix(".safetensors")
     what = "DST" if args.dst is not None else "output (SRC with suffix .safetensors)"
-    try:  # the destination before reading the checkpoint
-        check_output_file(dst, [args.src], what=what, option="DST")
-        check_destination(dst, what=what)
+    # the destination before reading the checkpoint; the library's errors are one line (run_command)
+    check_output_file(dst, [args.src], what=what, option="DST")
+    check_destination(dst, what=what)
+    try:
         out = convert_checkpoint(args.src, dst, kind=args.kind, dtype=dtype)
-    except ValueError as exc:  # WeightsError and OutputError are ValueErrors
-        raise CliError(str(exc)) from exc
     except OSError as exc:  # the folder changed since the check
         raise CliError(f"cannot write {dst}: {exc.strerror or exc}") from exc
     print(f"wrote {out} ({out.stat().st_size} bytes, sha256 {file_sha256(out)})")

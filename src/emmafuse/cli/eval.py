@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from emmafuse.cli._common import CliError, parse_command_line, run_command
+from emmafuse.cli._common import CliError, load_fuser, parse_command_line, run_command
 
 __all__ = ["add_eval_command", "main"]
 
@@ -67,18 +67,15 @@ def add_eval_command(subparsers: Any) -> None:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """``-o`` and ``--save-fused`` are checked before any scoring (exit 2, one line)."""
-    from emmafuse.outputs import OutputError, check_output_file, check_output_folder
+    from emmafuse.outputs import check_output_file, check_output_folder
 
     input_dirs = [Path(d) for d in (args.ir_dir, args.vis_dir, args.fused, *(args.compare or [])) if d]
-    try:
-        if args.output:
-            # the table must not replace a source or fused image (e.g. -o fused/01.png)
-            files = [f for d in input_dirs if d.is_dir() for f in d.iterdir() if f.is_file()]
-            check_output_file(args.output, files, what="output file")
-        if args.save_fused:
-            check_output_folder(args.save_fused, input_dirs, what="--save-fused folder")
-    except OutputError as exc:
-        raise _error(str(exc)) from exc
+    if args.output:
+        # the table must not replace a source or fused image (e.g. -o fused/01.png)
+        files = [f for d in input_dirs if d.is_dir() for f in d.iterdir() if f.is_file()]
+        check_output_file(args.output, files, what="output file", option="-o")
+    if args.save_fused:
+        check_output_folder(args.save_fused, input_dirs, what="--save-fused folder")
 
 
 def _write_table(text: str, output: str | None) -> None:
@@ -95,7 +92,6 @@ def _write_table(text: str, output: str | None) -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     """Run ``emmafuse eval``; returns 0, 1 when any pair was skipped (or none scored); usage errors raise."""
     from emmafuse.evaluation import (
-        EvalError,
         format_csv,
         format_json,
         format_markdown,
@@ -109,28 +105,22 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     if args.jobs < 1:
         raise _error("--jobs must be at least 1")
-    try:
-        max_pixels()  # a bad EMMAFUSE_MAX_PIXELS is a usage error, not a reason to skip every pair
-    except ValueError as exc:
-        raise _error(str(exc)) from exc
+    max_pixels()  # a bad EMMAFUSE_MAX_PIXELS is a usage error, not a reason to skip every pair
     if args.save_fused and not args.weights:
         raise _error("--save-fused needs --weights")
     _check_outputs(args)
     weights_name = (args.weights_name or Path(args.weights).stem) if args.weights else None
     fused_dirs = ([args.fused] if args.fused else []) + list(args.compare or [])
-    try:
-        plan = plan_scoring(
-            args.ir_dir,
-            args.vis_dir,
-            fused_dirs,
-            fuser_name=weights_name,
-            preset=args.preset,
-            metrics=args.metrics,
-            set_name=args.set_name,
-        )
-    except EvalError as exc:
-        raise _error(str(exc)) from exc
-    fuser = _load_fuser(args.weights, args.device) if args.weights else None  # after the cheap checks
+    plan = plan_scoring(  # an EvalError is one line (run_command)
+        args.ir_dir,
+        args.vis_dir,
+        fused_dirs,
+        fuser_name=weights_name,
+        preset=args.preset,
+        metrics=args.metrics,
+        set_name=args.set_name,
+    )
+    fuser = load_fuser(args) if args.weights else None  # after the cheap checks
     report = score_plan(
         plan,
         fuser=fuser,
@@ -149,15 +139,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     scored = sum(len(m.per_image) for m in report.methods)
     skipped = any(m.skipped for m in report.methods)
     return 0 if scored and not skipped else 1
-
-
-def _load_fuser(weights: str, device: str | None) -> Any:
-    from emmafuse.loading import load
-
-    try:
-        return load(weights, device=device)
-    except (ValueError, OSError, RuntimeError) as exc:
-        raise _error(f"cannot load weights {weights}: {exc}") from exc
 
 
 def main(argv: Iterable[str] | None = None) -> int:

@@ -21,7 +21,6 @@ from emmafuse.cli._common import (
     add_quiet_option,
     add_runtime_options,
     add_tile_options,
-    as_cli_error,
     fuse_kwargs,
     load_fuser,
 )
@@ -40,86 +39,48 @@ def _output_file(output: str, stem: str) -> Path:
 
 
 def _fuse_files(args: argparse.Namespace, kwargs: dict[str, Any]) -> int:
-    from emmafuse.image_io import ImageReadError, output_format, read_header, read_image, write_image
+    from emmafuse.image_io import output_format, read_header, read_image, write_image
     from emmafuse.outputs import check_fused_outputs, check_output_file
 
     out = _output_file(args.output, Path(args.ir).stem)
-    with as_cli_error():  # before loading weights or decoding images
-        output_format(out)
-        check_output_file(out, [args.ir, args.vis], overwrite=args.overwrite)
-        for source in (args.ir, args.vis):
-            read_header(source)  # missing, unreadable or over the pixel limit: exit 2 before any work
-        check_fused_outputs([(out, args.ir, args.vis)])
+    # before loading weights or decoding images; the library's errors are one line (run_command)
+    output_format(out)
+    check_output_file(out, [args.ir, args.vis], overwrite=args.overwrite, option="-o")
+    for source in (args.ir, args.vis):
+        read_header(source)  # missing, unreadable or over the pixel limit: exit 2 before any work
+    check_fused_outputs([(out, args.ir, args.vis)])
     fuser = load_fuser(args)
+    ir, vis = read_image(args.ir), read_image(args.vis)
+    fused = fuser.fuse(ir, vis, **kwargs, progress=not args.quiet)  # tile progress on a TTY
     try:
-        ir, vis = read_image(args.ir), read_image(args.vis)
-        fused = fuser.fuse(ir, vis, **kwargs, progress=not args.quiet)  # tile progress on a TTY
         write_image(out, fused)
-    except (ImageReadError, ValueError, TypeError) as exc:
-        raise CliError(str(exc)) from exc
     except OSError as exc:  # the folder changed since the check (disk full, removed)
         raise CliError(f"cannot write {out}: {exc.strerror or exc}") from exc
     print(f"wrote {out}")
     return 0
 
 
-def _output_folder(args: argparse.Namespace) -> tuple[Path, str]:
-    """The checked output folder and file suffix of folder mode."""
-    from emmafuse.image_io import IMAGE_SUFFIXES, normalize_suffix
+def _fuse_folders(args: argparse.Namespace, kwargs: dict[str, Any]) -> int:
+    """Folder mode: :mod:`emmafuse.folder_fusion` does the work; this prints its report."""
+    from emmafuse.folder_fusion import FolderReport, plan_folder_fusion, run_folder_fusion
 
     if not args.output.strip():
         raise CliError("-o/--output is empty")
-    out_dir = Path(args.output)
-    if not out_dir.is_dir() and out_dir.suffix.lower() in IMAGE_SUFFIXES:
-        # it would silently become a folder named like an image
-        raise CliError(
-            f"folder mode writes one image per pair into a folder, but -o {out_dir} looks like a file name; "
-            f"give a folder (e.g. -o {out_dir.with_suffix('')}) and --ext for the format"
-        )
-    with as_cli_error():
-        return out_dir, normalize_suffix(args.ext)
-
-
-def _fuse_folders(args: argparse.Namespace, kwargs: dict[str, Any]) -> int:
-    from tqdm import tqdm
-
-    from emmafuse.image_io import ImageReadError, pair_folders, read_image, write_image
-    from emmafuse.outputs import check_fused_outputs, check_not_inputs, check_output_folder, same_file
-
-    out_dir, ext = _output_folder(args)
-    if same_file(args.ir_dir, args.vis_dir):
-        raise CliError(f"--ir-dir and --vis-dir are the same folder ({args.vis_dir}); give one folder per modality")
-    with as_cli_error():
-        found = pair_folders(args.ir_dir, args.vis_dir, roles=("--ir-dir", "--vis-dir"))
-        if not found.pairs:
-            raise CliError(f"no pairs with matching names in {args.ir_dir} and {args.vis_dir}")
-        check_output_folder(out_dir, [args.ir_dir, args.vis_dir])
-        targets = [out_dir / f"{stem}{ext}" for stem, _, _ in found.pairs]
-        check_not_inputs(targets, [f for _, a, b in found.pairs for f in (a, b)])  # links into the sources
-    todo = [(pair, target) for pair, target in zip(found.pairs, targets) if args.overwrite or not target.exists()]
-    with as_cli_error():  # 16-bit results as .jpg: refused now, not skipped after fusing
-        check_fused_outputs([(target, ir, vis) for (_, ir, vis), target in todo])
-    kept = len(found.pairs) - len(todo)
-    fuser = load_fuser(args) if todo else None  # nothing left to fuse: no need for weights
-    out_dir.mkdir(parents=True, exist_ok=True)
-    failures: list[str] = []
-    for (stem, ir_path, vis_path), target in tqdm(todo, desc="fusing", unit="pair", disable=args.quiet):
-        assert fuser is not None  # todo is not empty
-        try:
-            fused = fuser.fuse(read_image(ir_path), read_image(vis_path), **kwargs)
-            write_image(target, fused)
-        except (ImageReadError, ValueError, TypeError) as exc:
-            failures.append(f"{stem}: {exc}")
-        except OSError as exc:
-            failures.append(f"{stem}: cannot write {target}: {exc.strerror or exc}")
-    print(f"fused {len(todo) - len(failures)} of {len(todo)} pairs into {out_dir}")
-    if kept:
-        print(f"kept {kept} existing output(s) (--no-overwrite)")
-    if found.unpaired:
-        names = ", ".join(found.unpaired[:10]) + (", ..." if len(found.unpaired) > 10 else "")
-        print(f"{len(found.unpaired)} file(s) without a partner skipped: {names}", file=sys.stderr)
-    for line in failures:
-        print(f"skipped {line}", file=sys.stderr)
+    plan = plan_folder_fusion(args.ir_dir, args.vis_dir, args.output, ext=args.ext, overwrite=args.overwrite)
+    if plan.todo:
+        report = run_folder_fusion(load_fuser(args), plan, progress=not args.quiet, **kwargs)
+    else:  # nothing left to fuse: no need for weights
+        plan.out_dir.mkdir(parents=True, exist_ok=True)
+        report = FolderReport(plan.out_dir, kept=plan.kept, unpaired=plan.unpaired)
+    failures = report.failures
+    print(f"fused {len(report.fused)} of {report.attempted} pairs into {report.out_dir}")
+    if report.kept:
+        print(f"kept {len(report.kept)} existing output(s) (--no-overwrite)")
+    if report.unpaired:
+        names = ", ".join(report.unpaired[:10]) + (", ..." if len(report.unpaired) > 10 else "")
+        print(f"{len(report.unpaired)} file(s) without a partner skipped: {names}", file=sys.stderr)
+    for stem, reason in failures.items():
+        print(f"skipped {stem}: {reason}", file=sys.stderr)
     return 1 if failures else 0
 
 
@@ -133,8 +94,7 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     elif not (args.ir and args.vis):
         raise CliError("give IR and VIS files, or --ir-dir and --vis-dir")
     kwargs = fuse_kwargs(args)
-    with as_cli_error():
-        max_pixels()  # a bad EMMAFUSE_MAX_PIXELS is a usage error, not a reason to skip every pair
+    max_pixels()  # a bad EMMAFUSE_MAX_PIXELS is a usage error, not a reason to skip every pair
     return _fuse_folders(args, kwargs) if folder_mode else _fuse_files(args, kwargs)
 
 
@@ -146,9 +106,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from emmafuse.samples import synthetic_pair
 
     out = _output_file(args.output, "emmafuse_demo")
-    with as_cli_error():
-        output_format(out)
-        check_output_file(out)
+    output_format(out)
+    check_output_file(out, option="-o")
     kwargs = fuse_kwargs(args)
     fuser = load_fuser(args)
     ir, vis = synthetic_pair(seed=args.seed)
@@ -164,7 +123,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from emmafuse.weights import list_models, weights_source
+    from emmafuse.manifest import list_models
+    from emmafuse.weights import weights_source
 
     models = list_models(include_unreleased=True)
     if not models:

@@ -53,6 +53,25 @@ _SWITCHES: dict[str, tuple[str, bool, str]] = {
 }
 
 
+#: The library's errors name the config key or argument at fault (``error.parameter``); the
+#: command line adds its own flag for it.
+_PARAMETER_FLAGS: dict[str, str] = {
+    **{key: flag for flag, (key, _, _) in _FLAGS.items()},
+    **{key: flag for flag, (key, _, _) in _SWITCHES.items()},
+    "data.ir_dir": "--ir", "data.vis_dir": "--vis", "data.extra_ir_dirs": "--ir", "data.extra_vis_dirs": "--vis",
+    "resume": "--resume or --overwrite", "overwrite": "--overwrite",
+}
+
+
+def _with_flag(exc: Exception) -> str:
+    """The error's message plus the flag of its ``parameter`` (``--set KEY=VALUE`` for a config key without one)."""
+    parameter = getattr(exc, "parameter", None)
+    if not parameter:
+        return str(exc)
+    flag = _PARAMETER_FLAGS.get(parameter) or (f"--set {parameter}=..." if "." in parameter else None)
+    return f"{exc} [{flag}]" if flag else str(exc)
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ir", action="append", default=None, metavar="DIR",
                    help="folder of infrared (or CT/PET/SPECT) images; repeat with --vis to train on several sets")
@@ -182,7 +201,7 @@ def _run(args: argparse.Namespace, action: Callable[[Trainer], object]) -> int:
         action(trainer)
         return 0
     except (ConfigError, DataError, RunFolderError, CheckpointError, WeightsError, FileNotFoundError) as exc:
-        raise _error(str(exc)) from exc
+        raise _error(_with_flag(exc)) from exc
     except KeyboardInterrupt:
         print("emmafuse train: interrupted; continue with --resume", file=sys.stderr)
         return 130
@@ -252,7 +271,7 @@ def _cmd_defaults(args: argparse.Namespace) -> int:
     try:
         cfg = resolve_config(args.recipe) if args.recipe else TrainConfig()
     except ConfigError as exc:
-        raise _error(str(exc)) from exc
+        raise _error(_with_flag(exc)) from exc
     print(json.dumps(cfg.to_dict(), indent=2))
     return 0
 

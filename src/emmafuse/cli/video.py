@@ -18,7 +18,6 @@ from emmafuse.cli._common import (
     add_quiet_option,
     add_runtime_options,
     add_tile_options,
-    as_cli_error,
     fuse_kwargs,
     load_fuser,
 )
@@ -40,7 +39,7 @@ def _count(minimum: int) -> Any:
 
 
 def _cmd_video(args: argparse.Namespace) -> int:
-    from emmafuse.errors import MissingExtraError, VideoReadError
+    from emmafuse.video_job import prepare_video_job
 
     kwargs = fuse_kwargs(args)  # --tile / --tile-overlap checked here
     options = {
@@ -51,18 +50,12 @@ def _cmd_video(args: argparse.Namespace) -> int:
         "overwrite": args.overwrite,
         "output_range": kwargs.pop("output_range"),
     }
-    try:
-        from emmafuse.video_job import prepare_video_job
-
-        with as_cli_error():  # before loading weights or decoding more than one frame
-            prepare_video_job(args.ir, args.vis, args.output, **options)
-    except MissingExtraError as exc:
-        raise CliError(str(exc)) from exc  # names the extra: pip install 'emmafuse[video]'
+    # before loading weights or decoding more than one frame; without PyAV the error names the
+    # extra to install (pip install 'emmafuse[video]'); every library error is one line
+    prepare_video_job(args.ir, args.vis, args.output, **options)
     fuser = load_fuser(args)
     try:
         result = fuser.fuse_video(args.ir, args.vis, args.output, **options, **kwargs, progress=not args.quiet)
-    except (VideoReadError, ValueError, TypeError) as exc:
-        raise CliError(str(exc)) from exc
     except OSError as exc:  # the folder changed since the check (disk full, removed)
         raise CliError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
     fps = result.fps

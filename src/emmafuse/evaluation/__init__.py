@@ -1,17 +1,20 @@
 """Scoring fused images with :mod:`emmafuse.metrics`, as the de-facto evaluator does.
 
-Three parts, one module each:
+Four parts, one module each:
 
 - :mod:`~emmafuse.evaluation.reader`: image files read bit for bit as the reference evaluator
-  reads them (``round(cvtColor(imread(path).astype(float32), BGR2GRAY))``);
-- :mod:`~emmafuse.evaluation.scoring`: pairing the source folders, matching fused folders by
-  stem and scoring every pair (:func:`score_folders`), optionally fusing the pairs first;
+  reads them (``round(cvtColor(imread(path).astype(float32), BGR2GRAY))``), a thin variant of
+  the one file reader :func:`emmafuse.image_io.read_image`;
+- :mod:`~emmafuse.evaluation.planning`: every check before any work: metrics, row names,
+  pairing the source folders and matching fused folders by stem (:func:`plan_scoring`);
+- :mod:`~emmafuse.evaluation.scoring`: scoring every pair (:func:`score_plan`, or
+  :func:`score_folders` for both steps), optionally fusing the pairs first;
 - :mod:`~emmafuse.evaluation.report`: ranking and the Markdown / CSV / JSON tables.
 
 The ``emmafuse eval`` command (:mod:`emmafuse.cli.eval`) is a thin layer over these.
 """
 
-from emmafuse.evaluation.reader import bgr_to_gray_like_cv2, read_gray_reference
+from emmafuse.evaluation.reader import read_gray_reference
 from emmafuse.evaluation.report import (
     format_csv,
     format_json,
@@ -20,23 +23,14 @@ from emmafuse.evaluation.report import (
     skip_summary,
     skipped_pairs,
 )
-from emmafuse.evaluation.scoring import (
-    EvalError,
-    EvalReport,
-    MethodResult,
-    ScoringPlan,
-    index_folder,
-    plan_scoring,
-    score_folders,
-    score_plan,
-)
+from emmafuse.evaluation.planning import EvalError, ScoringPlan, index_folder, plan_scoring
+from emmafuse.evaluation.scoring import EvalReport, MethodResult, score_folders, score_plan
 
 __all__ = [
     "EvalError",
     "EvalReport",
     "MethodResult",
     "ScoringPlan",
-    "bgr_to_gray_like_cv2",
     "format_csv",
     "format_json",
     "format_markdown",

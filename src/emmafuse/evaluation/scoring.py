@@ -1,17 +1,19 @@
-"""Folder scoring: pair the sources, match fused images by stem, score every pair.
+"""Folder scoring: score every pair of a checked plan, for every fused folder and fuser.
 
-:func:`score_folders` is the one-call API; :func:`plan_scoring` (every cheap check: metrics,
-names, pairing, fused folders) and :func:`score_plan` (the work) are its two halves, so a
-caller can load a fuser only after the folders passed (the ``eval`` command does).
+:func:`score_folders` is the one-call API; :func:`~emmafuse.evaluation.planning.plan_scoring`
+(every cheap check: metrics, names, pairing, fused folders) and :func:`score_plan` (the work)
+are its two halves, so a caller can load a fuser only after the folders passed (the ``eval``
+command does).
 
-Pairing is :func:`emmafuse.image_io.pair_folders` (by file stem; two files with one stem in a
-folder are refused). Images are read by :func:`~emmafuse.evaluation.reader.read_gray_reference`
-and scored as stored; a pair that cannot be scored is recorded with its reason, never dropped
-silently.
+Images are read by :func:`~emmafuse.evaluation.reader.read_gray_reference` and scored as
+stored; a fuser's row fuses the pairs with the library's folder loop
+(:func:`emmafuse.folder_fusion.fuse_pairs`). A pair that cannot be scored is recorded with its
+reason, never dropped silently.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -19,48 +21,25 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import numpy as np
 
-from emmafuse.evaluation.reader import bgr_to_gray_like_cv2, read_gray_reference
-from emmafuse.image_io import FolderPairs, PairingError, index_images, pair_folders, write_image
-from emmafuse.metrics import Preset, evaluate, parse_metrics
-from emmafuse.errors import EmmafuseError
+from emmafuse.errors import EmmafuseError, InputError
+from emmafuse.evaluation.planning import EvalError, ScoringPlan, plan_scoring
+from emmafuse.evaluation.reader import read_gray_reference
+from emmafuse.folder_fusion import PairResult, fuse_pairs
+from emmafuse.image_io import write_image
+from emmafuse.metrics import Preset, evaluate
+from emmafuse.metrics.gray import to_gray
 
 if TYPE_CHECKING:
     from emmafuse.fuser import Fuser
 
-__all__ = [
-    "EvalError",
-    "EvalReport",
-    "MethodResult",
-    "ScoringPlan",
-    "index_folder",
-    "plan_scoring",
-    "score_folders",
-    "score_plan",
-]
+__all__ = ["EvalReport", "MethodResult", "score_folders", "score_plan"]
 
 Scores = dict[str, float]
 _T = TypeVar("_T")
-
-
-class EvalError(EmmafuseError, ValueError):
-    """The folders cannot be scored as asked (the ``eval`` command prints it, exit code 2)."""
-
-
-def index_folder(folder: str | os.PathLike[str], role: str = "image") -> dict[str, Path]:
-    """Image files of a folder by stem (:func:`emmafuse.image_io.index_images`).
-
-    Raises:
-        EvalError: the folder is missing, or two of its files share a stem (``01.png`` and
-            ``01.jpg``): which one to score would be a guess.
-    """
-    try:
-        return index_images(folder, role)
-    except PairingError as exc:
-        raise EvalError(str(exc)) from exc
 
 
 # --------------------------------------------------------------------------- results
@@ -96,88 +75,6 @@ class EvalReport:
     protocol: dict[str, str]
 
 
-@dataclass(frozen=True)
-class ScoringPlan:
-    """What :func:`score_plan` will score, checked: pairs, fused folders (name, folder, images)."""
-
-    set_name: str
-    preset: Preset
-    metrics: list[str]
-    found: FolderPairs
-    folders: list[tuple[str, Path, dict[str, Path]]]
-    fuser_name: str | None  # the row of a fuser, if one is to be scored
-
-    @property
-    def stems(self) -> list[str]:
-        return [stem for stem, _, _ in self.found.pairs]
-
-
-# --------------------------------------------------------------------------- planning
-def plan_scoring(
-    ir_dir: str | os.PathLike[str],
-    vis_dir: str | os.PathLike[str],
-    fused_dirs: Sequence[str | os.PathLike[str]] = (),
-    *,
-    fuser_name: str | None = None,
-    preset: Preset = "reference",
-    metrics: str | Iterable[str] | None = None,
-    set_name: str | None = None,
-) -> ScoringPlan:
-    """Check everything that can be checked without scoring; each fused folder is a row named
-    after the folder, ``fuser_name`` names the row of a fuser (``None``: no fuser row).
-
-    Raises:
-        EvalError: unknown metrics, nothing to score, repeated row names, unpairable or
-            pair-less source folders, a fused folder without images or without any image
-            named like a source pair.
-    """
-    try:
-        names_of_metrics = parse_metrics(metrics)
-    except ValueError as exc:
-        raise EvalError(str(exc)) from exc
-    named = [(Path(d).name or str(d), Path(d)) for d in fused_dirs]
-    if not named and fuser_name is None:
-        raise EvalError("nothing to score: give --fused DIR, --compare DIR ... or --weights FILE")
-    names = [n for n, _ in named] + ([fuser_name] if fuser_name is not None else [])
-    if len(set(names)) != len(names):
-        raise EvalError(f"method names must be unique, got {names} (rename a folder or use --weights-name)")
-    try:
-        found = pair_folders(ir_dir, vis_dir, roles=("--ir-dir", "--vis-dir"))
-    except PairingError as exc:
-        raise EvalError(str(exc)) from exc
-    stems = [stem for stem, _, _ in found.pairs]
-    if not stems:
-        raise EvalError(f"no image pairs with matching names in {ir_dir} and {vis_dir}")
-    folders = [(name, d, _fused_index(name, d, stems)) for name, d in named]
-    return ScoringPlan(
-        set_name=set_name or _default_set_name(Path(ir_dir)),
-        preset=preset,
-        metrics=names_of_metrics,
-        found=found,
-        folders=folders,
-        fuser_name=fuser_name,
-    )
-
-
-def _fused_index(name: str, folder: Path, stems: Sequence[str]) -> dict[str, Path]:
-    """The images of a fused folder; a folder that can score no pair is an error, not a NaN row."""
-    index = index_folder(folder, f"fused ({name})")
-    if not index:
-        raise EvalError(f"fused folder {folder} holds no images")
-    if not set(index) & set(stems):
-        raise EvalError(
-            f"none of the {len(index)} image(s) in fused folder {folder} has the name of a source pair "
-            f"(e.g. {sorted(index)[0]} vs {stems[0]}); fused images are matched to sources by file name"
-        )
-    return index
-
-
-def _default_set_name(ir_dir: Path) -> str:
-    ir_dir = ir_dir.resolve()
-    modality = ("ir", "vi", "vis", "a", "b", "ct", "mri", "pet", "spect")
-    return ir_dir.parent.name if ir_dir.name.lower() in modality else ir_dir.name
-
-
 # --------------------------------------------------------------------------- scoring
 class ScoreTask(NamedTuple):
     """One source pair to score against several fused images (sent to worker processes)."""
@@ -194,7 +91,7 @@ class ScoreTask(NamedTuple):
 def _read_sources(ir_path: str | os.PathLike[str], vis_path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     ir, vis = read_gray_reference(ir_path), read_gray_reference(vis_path)
     if ir.shape != vis.shape:
-        raise ValueError(f"source sizes differ: {ir.shape} vs {vis.shape}")
+        raise EvalError(f"source sizes differ: {ir.shape} vs {vis.shape}")
     return ir, vis
 
 
@@ -202,14 +99,14 @@ def _score_task(task: ScoreTask) -> tuple[str, dict[str, Scores | str], str | No
     """Score one pair for several fused folders: ``(stem, method -> scores or reason, source error)``."""
     try:
         ir, vis = _read_sources(task.ir_path, task.vis_path)
-    except (ValueError, OSError) as exc:
+    except EmmafuseError as exc:
         return task.stem, {}, f"sources unusable: {exc}"
     out: dict[str, Scores | str] = {}
     for method, fpath in task.fused_paths:
         try:
             fused = read_gray_reference(fpath)
             out[method] = evaluate(fused, ir, vis, preset=task.preset, metrics=task.metrics, threads=task.threads)
-        except (ValueError, OSError) as exc:
+        except EmmafuseError as exc:
             out[method] = str(exc)
     return task.stem, out, None
 
@@ -236,94 +133,115 @@ def score_plan(
     The fuser fuses each pair with ``output_range="minmax"`` (the authors' protocol); with
     ``save_fused`` the fused images are written there as ``<stem>.png``, and the table scores
     exactly what was written.
+
+    Raises:
+        InputError: ``jobs`` below 1, or a ``fuser`` given without a fuser row in the plan (or
+            the other way round).
     """
     if jobs < 1:
-        raise ValueError(f"jobs must be at least 1, got {jobs}")
+        raise InputError(f"jobs must be at least 1, got {jobs}", parameter="jobs")
     if (fuser is None) != (plan.fuser_name is None):
-        raise ValueError("give a fuser exactly when the plan has a fuser row (fuser_name)")
-    irs = {stem: a for stem, a, _ in plan.found.pairs}
-    viss = {stem: b for stem, _, b in plan.found.pairs}
-    stems = plan.stems
+        raise InputError("give a fuser exactly when the plan has a fuser row (fuser_name)", parameter="fuser")
     methods = [MethodResult(name, str(d)) for name, d, _ in plan.folders]
     source_errors: dict[str, str] = {}
-    tasks: list[ScoreTask] = []
-    threads = 1 if jobs > 1 else None  # worker processes already use the cores: no helper thread inside them
-    for stem in stems:
-        fused_paths = []
-        for m, (_, _, index) in zip(methods, plan.folders, strict=True):
-            if stem in index:
-                fused_paths.append((m.name, str(index[stem])))
-            else:
-                m.skipped[stem] = "no fused image with this name"
-        tasks.append(ScoreTask(stem, str(irs[stem]), str(viss[stem]), fused_paths, plan.preset, plan.metrics, threads))
-
-    def take(stem: str, out: dict[str, Scores | str], err: str | None) -> None:
-        if err is not None:
-            source_errors[stem] = err
-        for m in methods:
-            if m.name in out:
-                got = out[m.name]
-                if isinstance(got, str):
-                    m.skipped[stem] = got
-                else:
-                    m.per_image[stem] = got
-            elif err is not None:
-                m.skipped.setdefault(stem, err)
-
-    desc = f"eval {plan.set_name}".strip()
     if methods:
-        if jobs > 1:
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
-                for res in _progress(pool.map(_score_task, tasks, chunksize=2), len(tasks), desc, progress):
-                    take(*res)
-        else:
-            for task in _progress(tasks, len(tasks), desc, progress):
-                take(*_score_task(task))
-
+        _score_fused_folders(plan, methods, source_errors, jobs, progress)
     if fuser is not None and plan.fuser_name is not None:
-        result = MethodResult(plan.fuser_name, fuser_source)
-        save_dir = Path(save_fused) if save_fused is not None else None
-        for stem in _progress(stems, len(stems), "fuse+eval", progress):
-            _fuse_and_score(fuser, plan, stem, irs[stem], viss[stem], result, source_errors, save_dir)
-        methods.append(result)
-
+        row = MethodResult(plan.fuser_name, fuser_source)
+        _score_fuser(plan, fuser, row, source_errors, Path(save_fused) if save_fused is not None else None, progress)
+        methods.append(row)
     return EvalReport(
         set_name=plan.set_name,
         preset=plan.preset,
         metrics=plan.metrics,
         methods=methods,
-        pairs=len(stems),
+        pairs=len(plan.found.pairs),
         unpaired=plan.found.unpaired,
         source_errors=source_errors,
         protocol=_protocol(plan.preset, fused_folders=bool(plan.folders), fuser=plan.fuser_name is not None),
     )
 
 
-def _fuse_and_score(
-    fuser: Fuser,
+def _score_fused_folders(
+    plan: ScoringPlan, methods: list[MethodResult], source_errors: dict[str, str], jobs: int, progress: bool
+) -> None:
+    """Score every fused folder's image of every pair (``jobs`` worker processes), into ``methods``."""
+    threads = 1 if jobs > 1 else None  # worker processes already use the cores: no helper thread inside them
+    tasks = _tasks(plan, methods, threads)
+    pool = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else None
+    with pool if pool is not None else contextlib.nullcontext():
+        outcomes = pool.map(_score_task, tasks, chunksize=2) if pool is not None else map(_score_task, tasks)
+        for stem, out, err in _progress(outcomes, len(tasks), f"eval {plan.set_name}".strip(), progress):
+            if err is not None:
+                source_errors[stem] = err
+            for m in methods:
+                got = out.get(m.name)
+                if isinstance(got, str):
+                    m.skipped[stem] = got
+                elif got is not None:
+                    m.per_image[stem] = got
+                elif err is not None:
+                    m.skipped.setdefault(stem, err)
+
+
+def _tasks(plan: ScoringPlan, methods: list[MethodResult], threads: int | None) -> list[ScoreTask]:
+    """One task per source pair with the fused images that exist; the missing ones are skipped."""
+    tasks = []
+    for stem, ir_path, vis_path in plan.found.pairs:
+        fused_paths = []
+        for m, (_, _, index) in zip(methods, plan.folders, strict=True):
+            if stem in index:
+                fused_paths.append((m.name, str(index[stem])))
+            else:
+                m.skipped[stem] = "no fused image with this name"
+        tasks.append(ScoreTask(stem, str(ir_path), str(vis_path), fused_paths, plan.preset, plan.metrics, threads))
+    return tasks
+
+
+def _read_sources_8bit(ir_path: Path, vis_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The sources as the fuser gets them: the evaluator's gray levels as uint8."""
+    ir, vis = _read_sources(ir_path, vis_path)
+    return ir.astype(np.uint8), vis.astype(np.uint8)
+
+
+def _score_fuser(
     plan: ScoringPlan,
-    stem: str,
-    ir_path: Path,
-    vis_path: Path,
-    result: MethodResult,
+    fuser: Fuser,
+    row: MethodResult,
     source_errors: dict[str, str],
     save_dir: Path | None,
+    progress: bool,
 ) -> None:
-    try:
-        ir, vis = _read_sources(ir_path, vis_path)
-    except (ValueError, OSError) as exc:
-        source_errors.setdefault(stem, f"sources unusable: {exc}")
-        result.skipped[stem] = source_errors[stem]
-        return
-    try:
-        fused = np.asarray(fuser.fuse(ir.astype(np.uint8), vis.astype(np.uint8), output_range="minmax"))
-        if fused.ndim == 3:
-            fused = bgr_to_gray_like_cv2(fused[..., :3]) if fused.shape[-1] >= 3 else fused[..., 0]
-        if save_dir is not None:
-            write_image(save_dir / f"{stem}.png", fused.astype(np.uint8))
-        result.per_image[stem] = evaluate(fused.astype(np.float64), ir, vis, preset=plan.preset, metrics=plan.metrics)
-    except (ValueError, TypeError, OSError) as exc:
-        result.skipped[stem] = str(exc)
+    """Fuse every pair (``output_range="minmax"``), optionally save it, and score it into ``row``."""
+    pairs = fuse_pairs(
+        fuser,
+        plan.found.pairs,
+        read_pair=_read_sources_8bit,
+        progress=progress,
+        desc="fuse+eval",
+        output_range="minmax",
+    )
+    for pair in pairs:
+        if pair.sources is None:
+            source_errors.setdefault(pair.stem, f"sources unusable: {pair.error}")
+            row.skipped[pair.stem] = source_errors[pair.stem]
+        elif pair.fused is None:
+            row.skipped[pair.stem] = pair.error or "not fused"
+        else:
+            try:
+                row.per_image[pair.stem] = _score_fused(pair, plan, save_dir)
+            except (EmmafuseError, OSError) as exc:
+                row.skipped[pair.stem] = str(exc)
+
+
+def _score_fused(pair: PairResult, plan: ScoringPlan, save_dir: Path | None) -> Scores:
+    """Scores of one fused pair, scored as the uint8 gray image that is (or would be) saved."""
+    assert pair.sources is not None
+    fused = to_gray(np.asarray(pair.fused))
+    if save_dir is not None:
+        write_image(save_dir / f"{pair.stem}.png", fused.astype(np.uint8))
+    ir, vis = (np.asarray(s, dtype=np.float64) for s in pair.sources)
+    return evaluate(fused.astype(np.float64), ir, vis, preset=plan.preset, metrics=plan.metrics)
 
 
 def score_folders(
@@ -385,7 +303,7 @@ def _protocol(preset: str, *, fused_folders: bool, fuser: bool) -> dict[str, str
             "fused with output_range='minmax' and scored as the returned uint8 image"
             if fuser and not fused_folders
             else "fused images scored as stored (no rescaling)"
-            + ("; --weights row fused with output_range='minmax'" if fuser else "")
+            + ("; the fuser's row fused with output_range='minmax'" if fuser else "")
         ),
         "aggregate": "mean over images of per-image values; rank = mean over metrics of per-metric rank",
         "pairing": "by file stem (01.png matches 01.jpg)",

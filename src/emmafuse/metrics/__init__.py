@@ -14,30 +14,40 @@ Two presets (see ``docs/metrics.md``):
 - ``"reference"`` reproduces MMIF-CDDFuse ``utils/Evaluator.py`` (the evaluator behind
   EMMA's and many other papers' tables) to 1e-6, quirks included;
 - ``"fixed"`` repairs the quirks (MI in bits, SSIM averaged with data_range 255, ...).
+
+Each metric is one :class:`Metric` record (name, function, direction, minimum size and why)
+defined beside its implementation; :data:`REGISTRY` collects them in report order, and
+:data:`METRICS`, :data:`HIGHER_IS_BETTER` and :data:`MIN_SIZE` are views of it.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 
 from numpy.typing import ArrayLike
 
-from emmafuse.metrics._common import MAX_ABS_VALUE, PRESETS, Prepared, Preset, check_preset, require_size
-from emmafuse.metrics.basic import _ag, _cc, _en, _mse, _psnr, _scd, _sd, _sf, ag, cc, en, mse, psnr, scd, sd, sf
-from emmafuse.metrics.edges import _qabf, qabf
-from emmafuse.metrics.mutual_info import _mi, mi
-from emmafuse.metrics.structural import SSIM_WINDOW, _ssim, ssim
-from emmafuse.metrics.vifp import VIF_MIN_SIZE, _vif, vif
+from emmafuse.errors import InputError
+from emmafuse.metrics import basic, edges, mutual_info, structural, vifp
+from emmafuse.metrics._common import MAX_ABS_VALUE, PRESETS, Metric, Prepared, Preset, check_preset
+from emmafuse.metrics.basic import ag, cc, en, mse, psnr, scd, sd, sf
+from emmafuse.metrics.edges import qabf
+from emmafuse.metrics.mutual_info import mi
+from emmafuse.metrics.structural import ssim
+from emmafuse.metrics.vifp import vif
 
 __all__ = [
     "evaluate",
     "METRICS",
+    "PAPER_METRICS",
     "PRESETS",
+    "REGISTRY",
     "HIGHER_IS_BETTER",
     "MIN_SIZE",
     "MAX_ABS_VALUE",
+    "Metric",
     "Preset",
     "parse_metrics",
     "en",
@@ -54,44 +64,47 @@ __all__ = [
     "ssim",
 ]
 
-# name -> internal function on validated images; the order is the order of reports.
-_REGISTRY: dict[str, Callable[[Prepared], float]] = {
-    "EN": _en,
-    "SD": _sd,
-    "SF": _sf,
-    "AG": _ag,
-    "MI": _mi,
-    "MSE": _mse,
-    "CC": _cc,
-    "PSNR": _psnr,
-    "SCD": _scd,
-    "VIF": _vif,
-    "Qabf": _qabf,
-    "SSIM": _ssim,
-}
+_RECORDS = (
+    basic.EN,
+    basic.SD,
+    basic.SF,
+    basic.AG,
+    mutual_info.MI,
+    basic.MSE,
+    basic.CC,
+    basic.PSNR,
+    basic.SCD,
+    vifp.VIF,
+    edges.QABF,
+    structural.SSIM,
+)
 
-METRICS: tuple[str, ...] = tuple(_REGISTRY)
+REGISTRY: Mapping[str, Metric] = MappingProxyType({m.name: m for m in _RECORDS})
+"""Every metric's record by name, in report order (a new metric: one record in its module, one
+entry in this tuple)."""
+
+METRICS: tuple[str, ...] = tuple(REGISTRY)
 """All metric names, in report order."""
 
-HIGHER_IS_BETTER: dict[str, bool] = {name: name != "MSE" for name in METRICS}
+PAPER_METRICS: tuple[str, ...] = ("EN", "SD", "AG", "MI", "VIF", "Qabf")
+"""The six metrics of the paper's tables (EMMA, CVPR 2024), in their order: what the model card,
+the release scripts and training validation report."""
+
+HIGHER_IS_BETTER: dict[str, bool] = {m.name: m.higher_is_better for m in _RECORDS}
 """Direction of each metric (only MSE is better when lower)."""
 
-MIN_SIZE: dict[str, int] = {name: 1 for name in METRICS} | {"SF": 2, "AG": 2, "SSIM": SSIM_WINDOW, "VIF": VIF_MIN_SIZE}
-"""Smallest image side each metric accepts; smaller images raise ``ValueError``."""
-
-_SIZE_REASON = {name: "" for name in METRICS} | {
-    "SF": "neighbour differences in both directions",
-    "AG": "differences in both directions",
-    "SSIM": "one complete 7x7 window",
-    "VIF": "four scales of 'valid' Gaussian filtering",
-}
+MIN_SIZE: dict[str, int] = {m.name: m.min_size for m in _RECORDS}
+"""Smallest image side each metric accepts; smaller images raise ``InputError`` (a ``ValueError``)."""
 
 
 def parse_metrics(metrics: str | Iterable[str] | None) -> list[str]:
     """Normalise a metric selection (names or a comma-separated string, case-insensitive)
     to canonical names in report order (:data:`METRICS` order).
 
-    ``None`` means all of :data:`METRICS`. Unknown names raise ``ValueError``.
+    ``None`` means all of :data:`METRICS`.
+
+    Raises:
+        InputError: an unknown name, or nothing selected (``parameter="metrics"``).
     """
     if metrics is None:
         return list(METRICS)
@@ -103,17 +116,18 @@ def parse_metrics(metrics: str | Iterable[str] | None) -> list[str]:
         if not key:
             continue
         if key not in lookup:
-            raise ValueError(f"unknown metric {item!r}; choose from {', '.join(METRICS)}")
+            raise InputError(f"unknown metric {item!r}; choose from {', '.join(METRICS)}", parameter="metrics")
         if lookup[key] not in out:
             out.append(lookup[key])
     if not out:
-        raise ValueError("no metrics selected")
+        raise InputError("no metrics selected", parameter="metrics")
     return [m for m in METRICS if m in out]  # report order
 
 
 # VIF is about half of the work; on images at least this large it runs in a helper thread
 # while the other metrics run in the caller's (numpy releases the GIL in its loops).
 _THREAD_MIN_PIXELS = 256 * 256
+_HELPER_THREAD_METRIC = "VIF"
 
 
 def _default_threads() -> int:
@@ -122,8 +136,34 @@ def _default_threads() -> int:
         try:
             return max(1, int(env))
         except ValueError:
-            raise ValueError(f"EMMAFUSE_METRICS_THREADS must be an integer, got {env!r}") from None
+            raise InputError(f"EMMAFUSE_METRICS_THREADS must be an integer, got {env!r}") from None
     return 2 if (os.cpu_count() or 1) > 1 else 1
+
+
+def _compute_beside_helper(prepared: Prepared, records: list[Metric]) -> dict[str, float]:
+    """The slow metric in a helper thread, the others in the caller's; the same numbers."""
+    prepared.work()  # build the shared working copies before two threads want them
+    results: dict[str, float] = {}
+    errors: list[BaseException] = []
+    slow = REGISTRY[_HELPER_THREAD_METRIC]
+
+    def run_slow() -> None:
+        try:
+            results[slow.name] = slow.compute(prepared)
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+
+    helper = threading.Thread(target=run_slow, name="emmafuse-metrics-vif", daemon=True)
+    helper.start()
+    try:
+        for record in records:
+            if record is not slow:
+                results[record.name] = record.compute(prepared)
+    finally:
+        helper.join()
+    if errors:
+        raise errors[0]
+    return results
 
 
 def evaluate(
@@ -154,37 +194,19 @@ def evaluate(
         ``{name: value}`` in the order of :data:`METRICS`.
 
     Raises:
-        ValueError: unknown preset/metric; inputs not 2-D (or ``(H, W, 1|3|4)``), of different shapes, empty, with
-            NaN/Inf or |values| > 1e6; an image smaller than a selected metric needs
-            (:data:`MIN_SIZE`: 7 for SSIM, 41 for VIF).
+        InputError: (a ``ValueError``) unknown preset/metric; inputs not 2-D (or
+            ``(H, W, 1|3|4)``), of different shapes, empty, with NaN/Inf or |values| > 1e6; an
+            image smaller than a selected metric needs (:data:`MIN_SIZE`: 7 for SSIM, 41 for VIF).
     """
     check_preset(preset)
-    names = parse_metrics(metrics)
+    records = [REGISTRY[name] for name in parse_metrics(metrics)]
     prepared = Prepared.from_images(preset, fused, a, b)
-    for name in names:  # fail before computing anything
-        require_size(prepared.f.shape, MIN_SIZE[name], name, _SIZE_REASON[name])
+    for record in records:  # fail before computing anything
+        record.check_size(prepared.f.shape)
     threads = _default_threads() if threads is None else threads
-    results: dict[str, float] = {}
-    helper = None
-    if threads > 1 and "VIF" in names and len(names) > 1 and prepared.f.size >= _THREAD_MIN_PIXELS:
-        prepared.work()  # build the shared working copies before two threads want them
-        errors: list[BaseException] = []
-
-        def run_vif() -> None:
-            try:
-                results["VIF"] = _REGISTRY["VIF"](prepared)
-            except BaseException as exc:  # re-raised in the caller's thread
-                errors.append(exc)
-
-        helper = threading.Thread(target=run_vif, name="emmafuse-metrics-vif", daemon=True)
-        helper.start()
-    try:
-        for name in names:
-            if helper is None or name != "VIF":
-                results[name] = _REGISTRY[name](prepared)
-    finally:
-        if helper is not None:
-            helper.join()
-    if helper is not None and errors:
-        raise errors[0]
-    return {name: results[name] for name in METRICS if name in names}
+    names = [r.name for r in records]
+    if threads > 1 and len(records) > 1 and _HELPER_THREAD_METRIC in names and prepared.f.size >= _THREAD_MIN_PIXELS:
+        results = _compute_beside_helper(prepared, records)
+    else:
+        results = {r.name: r.compute(prepared) for r in records}
+    return {name: results[name] for name in names}

@@ -8,11 +8,14 @@ over the reference evaluator comes from.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from emmafuse.errors import InputError, InputTypeError
 from emmafuse.metrics.gray import to_gray
 
 __all__ = [
@@ -23,7 +26,7 @@ __all__ = [
     "as_gray",
     "check_images",
     "Prepared",
-    "require_size",
+    "Metric",
     "windows_dot_t",
     "filter_valid",
     "filter_valid_down2",
@@ -39,9 +42,9 @@ MAX_ABS_VALUE = 1e6
 
 
 def check_preset(preset: str) -> str:
-    """Return ``preset`` or raise ``ValueError`` for an unknown name."""
+    """Return ``preset`` or raise :class:`~emmafuse.errors.InputError` for an unknown name."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
+        raise InputError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}", parameter="preset")
     return preset
 
 
@@ -49,21 +52,23 @@ def _validate(image: object, name: str) -> tuple[np.ndarray, float, float, bool]
     """``(float64 array, min, max, had an integer dtype)`` of a valid gray image."""
     arr = np.asarray(image)
     if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise ValueError(f"{name}: expected a real-valued numeric array, got dtype {arr.dtype}")
+        raise InputTypeError(f"{name}: expected a real-valued numeric array, got dtype {arr.dtype}", parameter=name)
     arr = to_gray(arr)  # (H, W, 1|3|4): converted as the reference reader converts colour files
     if arr.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D gray image, got shape {arr.shape}")
+        raise InputError(f"{name}: expected a 2-D gray image, got shape {arr.shape}", parameter=name)
     if arr.size == 0:
-        raise ValueError(f"{name}: empty image (shape {arr.shape})")
+        raise InputError(f"{name}: empty image (shape {arr.shape})", parameter=name)
     int_dtype = bool(np.issubdtype(arr.dtype, np.integer))
     arr = arr.astype(np.float64, copy=False)
     # min/max propagate NaN, so one pair of reductions checks finiteness and range.
     lo, hi = float(arr.min()), float(arr.max())
     if not (-MAX_ABS_VALUE <= lo and hi <= MAX_ABS_VALUE):
         if not np.isfinite(arr).all():
-            raise ValueError(f"{name}: contains NaN or infinite values")
+            raise InputError(f"{name}: contains NaN or infinite values", parameter=name)
         # Gray values belong on the 0..255 scale; the bound keeps float32 sums from overflowing.
-        raise ValueError(f"{name}: values beyond +-{MAX_ABS_VALUE:g}; expected gray levels on the 0..255 scale")
+        raise InputError(
+            f"{name}: values beyond +-{MAX_ABS_VALUE:g}; expected gray levels on the 0..255 scale", parameter=name
+        )
     return arr, lo, hi, int_dtype
 
 
@@ -71,9 +76,9 @@ def as_gray(image: object, name: str = "image") -> np.ndarray:
     """Validate one gray image and return it as a float64 array (a copy only when needed).
 
     ``(H, W, 1)``, ``(H, W, 3)`` RGB and ``(H, W, 4)`` RGBA arrays are converted first
-    (:func:`emmafuse.metrics.gray.to_gray`). Raises ``ValueError`` for anything that is not a
-    non-empty, finite, real 2-D array
-    with |values| <= :data:`MAX_ABS_VALUE`.
+    (:func:`emmafuse.metrics.gray.to_gray`). Raises :class:`~emmafuse.errors.InputError` (a
+    ``ValueError``) for anything that is not a non-empty, finite, real 2-D array with
+    |values| <= :data:`MAX_ABS_VALUE`.
     """
     return _validate(image, name)[0]
 
@@ -88,7 +93,7 @@ def _check_all(images: tuple[object, ...], names: tuple[str, ...]) -> list[tuple
     shapes = {c[0].shape for c in checked}
     if len(shapes) > 1:
         desc = ", ".join(f"{n}{c[0].shape}" for n, c in zip(names, checked, strict=False))
-        raise ValueError(f"images must have the same shape, got {desc}")
+        raise InputError(f"images must have the same shape, got {desc}")
     return checked
 
 
@@ -157,12 +162,30 @@ class Prepared:
         return self._integral
 
 
-def require_size(shape: tuple[int, ...], min_size: int, metric: str, why: str) -> None:
-    """Raise ``ValueError`` when an image is smaller than ``min_size`` in either dimension."""
-    if min(shape) < min_size:
-        raise ValueError(
-            f"{metric} needs images of at least {min_size}x{min_size} pixels ({why}); got {shape[0]}x{shape[1]}"
-        )
+@dataclass(frozen=True)
+class Metric:
+    """One metric, defined beside its implementation and collected by the registry
+    (:data:`emmafuse.metrics.REGISTRY`): everything reports, rankings and checks need to know."""
+
+    name: str  # as in reports and ``evaluate(metrics=...)``
+    compute: Callable[[Prepared], float]  # on images validated once (:class:`Prepared`)
+    higher_is_better: bool = True
+    min_size: int = 1  # smallest image side the metric accepts
+    size_reason: str = ""  # why it needs that side (for the error message)
+
+    def check_size(self, shape: tuple[int, ...]) -> None:
+        """Raise :class:`~emmafuse.errors.InputError` for an image smaller than :attr:`min_size`."""
+        if min(shape) < self.min_size:
+            raise InputError(
+                f"{self.name} needs images of at least {self.min_size}x{self.min_size} pixels "
+                f"({self.size_reason}); got {shape[0]}x{shape[1]}"
+            )
+
+    def score(self, preset: str, fused: object, a: object = None, b: object = None) -> float:
+        """Validate the images (``a``, ``b``: ``None`` for fused-only metrics) and compute."""
+        p = Prepared.from_images(preset, fused, a, b)
+        self.check_size(p.f.shape)
+        return self.compute(p)
 
 
 def gaussian_taps(size: int) -> np.ndarray:
@@ -176,8 +199,8 @@ def gaussian_taps(size: int) -> np.ndarray:
     x = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
     g = np.exp(-(x * x) / (2.0 * sd * sd))
     g2 = np.outer(g, g)
-    if (g2 < np.finfo(np.float64).eps * g2.max()).any():  # pragma: no cover - not for sizes 3..17
-        raise AssertionError("window is not separable after MATLAB's cut-off")
+    # not for sizes 3..17: the window stays separable after MATLAB's cut-off
+    assert not (g2 < np.finfo(np.float64).eps * g2.max()).any(), size
     return g / g.sum()
 
 

@@ -6,9 +6,10 @@ and ``sum``; so the ``"reference"`` preset computes SD, SF, AG, MSE, PSNR, CC an
 float32 with the same numpy reductions, which is what makes its numbers agree to 1e-6.
 EN works on an integer histogram (float64 in both presets). ``"fixed"`` is float64.
 
-Each public function validates its inputs; the ``_name(p)`` twins take a
-:class:`~emmafuse.metrics._common.Prepared` and are what :func:`emmafuse.metrics.evaluate`
-calls after validating once.
+Each metric is one :class:`~emmafuse.metrics._common.Metric` record (``EN``, ``SD``, ...)
+whose ``compute`` takes images validated once (:class:`~emmafuse.metrics._common.Prepared`);
+:func:`emmafuse.metrics.evaluate` collects them, and each public function (``en``, ``sd``,
+...) validates its inputs and calls its record.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike
 
-from emmafuse.metrics._common import Prepared, Preset, require_size, safe_corr
+from emmafuse.metrics._common import Metric, Prepared, Preset, safe_corr
 
 __all__ = ["en", "sd", "sf", "ag", "mse", "psnr", "cc", "scd", "gray_levels"]
+__all__ += ["EN", "SD", "SF", "AG", "MSE", "PSNR", "CC", "SCD"]  # the metrics' records
 
 
 def gray_levels(x: np.ndarray, preset: str) -> np.ndarray:
@@ -53,7 +55,6 @@ def _sd(p: Prepared) -> float:
 
 
 def _sf(p: Prepared) -> float:
-    require_size(p.f.shape, 2, "SF", "neighbour differences in both directions")
     x = p.work()[0]
     dx = x[:, 1:] - x[:, :-1]
     dy = x[1:, :] - x[:-1, :]
@@ -72,7 +73,6 @@ def _gradient(x: np.ndarray, axis: int) -> np.ndarray:
 
 
 def _ag(p: Prepared) -> float:
-    require_size(p.f.shape, 2, "AG", "differences in both directions")
     x = p.work()[0]
     gx, gy = _gradient(x, 1), _gradient(x, 0)
     return float(np.mean(np.sqrt((gx * gx + gy * gy) / 2)))
@@ -116,34 +116,45 @@ def _scd(p: Prepared) -> float:
     return float(_corr(a, f - b) + _corr(b, f - a))
 
 
+# --------------------------------------------------------------------------- records
+EN = Metric("EN", _en)
+SD = Metric("SD", _sd)
+SF = Metric("SF", _sf, min_size=2, size_reason="neighbour differences in both directions")
+AG = Metric("AG", _ag, min_size=2, size_reason="differences in both directions")
+MSE = Metric("MSE", _mse, higher_is_better=False)
+PSNR = Metric("PSNR", _psnr)
+CC = Metric("CC", _cc)
+SCD = Metric("SCD", _scd)
+
+
 # --------------------------------------------------------------------------- public API
 def en(fused: ArrayLike, *, preset: Preset = "reference") -> float:
     """Entropy (bits) of the 256-bin gray-level histogram of ``fused``; 0 (constant) .. 8.
 
     See :func:`gray_levels` for how each preset turns values into levels.
     """
-    return _en(Prepared.from_images(preset, fused))
+    return EN.score(preset, fused)
 
 
 def sd(fused: ArrayLike, *, preset: Preset = "reference") -> float:
     """Standard deviation (population, ``ddof=0``) of ``fused``."""
-    return _sd(Prepared.from_images(preset, fused))
+    return SD.score(preset, fused)
 
 
 def sf(fused: ArrayLike, *, preset: Preset = "reference") -> float:
     """Spatial frequency ``sqrt(mean(dx^2) + mean(dy^2))`` of neighbour differences (>= 2x2 pixels)."""
-    return _sf(Prepared.from_images(preset, fused))
+    return SF.score(preset, fused)
 
 
 def ag(fused: ArrayLike, *, preset: Preset = "reference") -> float:
     """Average gradient ``mean(sqrt((gx^2 + gy^2) / 2))`` with ``np.gradient``-style
     differences (central inside, one-sided on the border); needs >= 2x2 pixels."""
-    return _ag(Prepared.from_images(preset, fused))
+    return AG.score(preset, fused)
 
 
 def mse(fused: ArrayLike, a: ArrayLike, b: ArrayLike, *, preset: Preset = "reference") -> float:
     """Mean squared error to the sources, averaged: ``(MSE(A,F) + MSE(B,F)) / 2``. Lower is better."""
-    return _mse(Prepared.from_images(preset, fused, a, b))
+    return MSE.score(preset, fused, a, b)
 
 
 def psnr(fused: ArrayLike, a: ArrayLike, b: ArrayLike, *, preset: Preset = "reference") -> float:
@@ -153,7 +164,7 @@ def psnr(fused: ArrayLike, a: ArrayLike, b: ArrayLike, *, preset: Preset = "refe
     for the same error). ``"fixed"``: the peak is 255. MSE 0 gives ``inf``; in
     ``"reference"`` an all-zero fused image with MSE > 0 gives ``-inf`` (peak 0).
     """
-    return _psnr(Prepared.from_images(preset, fused, a, b))
+    return PSNR.score(preset, fused, a, b)
 
 
 def cc(fused: ArrayLike, a: ArrayLike, b: ArrayLike, *, preset: Preset = "reference") -> float:
@@ -162,7 +173,7 @@ def cc(fused: ArrayLike, a: ArrayLike, b: ArrayLike, *, preset: Preset = "refere
     A constant image has no correlation with anything: its r is defined as 0 (the
     reference evaluator would return NaN).
     """
-    return _cc(Prepared.from_images(preset, fused, a, b))
+    return CC.score(preset, fused, a, b)
 
 
 def scd(fused: ArrayLike, a: ArrayLike, b: ArrayLike, *, preset: Preset = "reference") -> float:
@@ -170,4 +181,4 @@ def scd(fused: ArrayLike, a: ArrayLike, b: ArrayLike, *, preset: Preset = "refer
 
     A zero-variance term (e.g. ``F == B`` everywhere) contributes 0 instead of NaN.
     """
-    return _scd(Prepared.from_images(preset, fused, a, b))
+    return SCD.score(preset, fused, a, b)

@@ -8,9 +8,9 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike
 
-from emmafuse.metrics._common import Prepared, Preset, row_strips
+from emmafuse.metrics._common import Metric, Prepared, Preset, row_strips
 
-__all__ = ["qabf", "sobel"]
+__all__ = ["qabf", "sobel", "QABF"]
 
 # Sigmoid constants of the standard definition.
 _TG, _KG, _DG = 0.9994, -15.0, 0.5
@@ -79,6 +79,9 @@ def _qabf(p: Prepared) -> float:
     return float(np.sum(weighted) / den)
 
 
+QABF = Metric("Qabf", _qabf)
+
+
 def qabf(fused: ArrayLike, a: ArrayLike, b: ArrayLike, *, preset: Preset = "reference") -> float:
     """Edge-information transfer Qabf in [0, 1] (1: all source edges kept).
 
@@ -89,4 +92,4 @@ def qabf(fused: ArrayLike, a: ArrayLike, b: ArrayLike, *, preset: Preset = "refe
     (the reference evaluator returns NaN). With the zero padding of the Sobel filter that
     happens only for all-zero sources: other constant images have edges on their border.
     """
-    return _qabf(Prepared.from_images(preset, fused, a, b))
+    return QABF.score(preset, fused, a, b)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
+from emmafuse.errors import InputError
+
 __all__ = ["grid_ratio"]
 
 
@@ -22,7 +24,7 @@ def grid_ratio(image: ArrayLike) -> float:
     """
     x = np.asarray(image, dtype=np.float64)
     if x.ndim != 2:
-        raise ValueError(f"grid_ratio expects a 2-D gray image, got shape {x.shape}")
+        raise InputError(f"grid_ratio expects a 2-D gray image, got shape {x.shape}", parameter="image")
     spectrum = np.abs(np.fft.fft2(x - x.mean()))
     h, w = spectrum.shape
     nyquist = max(spectrum[h // 2, :].max() if h % 2 == 0 else 0.0, spectrum[:, w // 2].max() if w % 2 == 0 else 0.0)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from emmafuse.metrics._common import Prepared, Preset, row_strips
+from emmafuse.metrics._common import Metric, Prepared, Preset, row_strips
 
-__all__ = ["mi", "mutual_information"]
+__all__ = ["mi", "mutual_information", "MI"]
 
 _MAX_DENSE = 1 << 24  # joint histogram cells for the bincount path (128 MiB of int64)
 
@@ -88,6 +88,9 @@ def _mi(p: Prepared) -> float:
     return _joint_mi(f, a, base) + _joint_mi(f, b, base)
 
 
+MI = Metric("MI", _mi)
+
+
 def mi(fused: ArrayLike, a: ArrayLike, b: ArrayLike, *, preset: Preset = "reference") -> float:
     """Mutual information ``MI(F, A) + MI(F, B)`` on rounded gray levels.
 
@@ -96,4 +99,4 @@ def mi(fused: ArrayLike, a: ArrayLike, b: ArrayLike, *, preset: Preset = "refere
     Levels are ``round(x)`` without any clipping (sklearn treats every distinct value as a
     label). ``"fixed"``: bits, on levels clipped to 0..255 before rounding.
     """
-    return _mi(Prepared.from_images(preset, fused, a, b))
+    return MI.score(preset, fused, a, b)

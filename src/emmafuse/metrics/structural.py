@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from emmafuse.metrics._common import Prepared, Preset, box_mean_valid, require_size, row_strips, windows_dot_t
+from emmafuse.metrics._common import Metric, Prepared, Preset, box_mean_valid, row_strips, windows_dot_t
 
-__all__ = ["ssim", "mean_ssim", "uniform_filter_like_scipy", "SSIM_WINDOW"]
+__all__ = ["ssim", "mean_ssim", "uniform_filter_like_scipy", "SSIM_WINDOW", "SSIM"]
 
 SSIM_WINDOW = 7
 _K1, _K2 = 0.01, 0.03
@@ -157,7 +157,6 @@ def mean_ssim(x: np.ndarray, refs: list[np.ndarray], *, data_range: float, mode:
 
 
 def _ssim(p: Prepared) -> float:
-    require_size(p.f.shape, SSIM_WINDOW, "SSIM", "one complete 7x7 window")
     f, a, b = p.work()
     if p.reference:
         mode = "reference32" if p.integral(_EXACT_INT_LIMIT) else "replay"
@@ -165,6 +164,9 @@ def _ssim(p: Prepared) -> float:
         return s_a + s_b
     s_a, s_b = mean_ssim(f, [a, b], data_range=255.0, mode="fixed")
     return (s_a + s_b) / 2
+
+
+SSIM = Metric("SSIM", _ssim, min_size=SSIM_WINDOW, size_reason="one complete 7x7 window")
 
 
 def ssim(fused: ArrayLike, a: ArrayLike, b: ArrayLike, *, preset: Preset = "reference") -> float:
@@ -176,4 +178,4 @@ def ssim(fused: ArrayLike, a: ArrayLike, b: ArrayLike, *, preset: Preset = "refe
     ``"fixed"``: ``(SSIM(F, A) + SSIM(F, B)) / 2`` with ``data_range = 255`` in float64;
     range [-1, 1], exactly 1 for identical images. Needs at least 7x7 pixels.
     """
-    return _ssim(Prepared.from_images(preset, fused, a, b))
+    return SSIM.score(preset, fused, a, b)

@@ -17,12 +17,12 @@ from emmafuse.metrics._common import (
     Preset,
     filter_valid,
     filter_valid_down2,
+    Metric,
     gaussian_taps,
-    require_size,
     row_strips,
 )
 
-__all__ = ["vif", "vifp_pair", "VIF_MIN_SIZE"]
+__all__ = ["vif", "vifp_pair", "VIF_MIN_SIZE", "VIF"]
 
 _SIGMA_NSQ = 2.0
 _EPS = 1e-10
@@ -93,10 +93,12 @@ def vifp_pair(refs: list[np.ndarray], dist: np.ndarray) -> list[float]:
 
 
 def _vif(p: Prepared) -> float:
-    require_size(p.f.shape, VIF_MIN_SIZE, "VIF", "four scales of 'valid' Gaussian filtering")
     f, a, b = p.work()  # float32 in the reference preset, as the reference's images
     va, vb = vifp_pair([a, b], f)
     return va + vb
+
+
+VIF = Metric("VIF", _vif, min_size=VIF_MIN_SIZE, size_reason="four scales of 'valid' Gaussian filtering")
 
 
 def vif(fused: ArrayLike, a: ArrayLike, b: ArrayLike, *, preset: Preset = "reference") -> float:
@@ -104,7 +106,7 @@ def vif(fused: ArrayLike, a: ArrayLike, b: ArrayLike, *, preset: Preset = "refer
 
     Same definition in both presets (the reference has no VIF quirk beyond its NaN
     fallback, which we keep only for the one case that produces it: a source without any
-    detail, scored 1.0). Needs at least 41x41 pixels; smaller images raise ``ValueError``
+    detail, scored 1.0). Needs at least 41x41 pixels; smaller images raise ``InputError``
     (the reference would silently swap image and window in ``convolve2d``).
     """
-    return _vif(Prepared.from_images(preset, fused, a, b))
+    return VIF.score(preset, fused, a, b)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from emmafuse.errors import InputError
+
 __all__ = ["SizeRequirements"]
 
 
@@ -34,7 +36,7 @@ class SizeRequirements:
 
     def __post_init__(self) -> None:
         if self.multiple < 1 or self.minimum < 1 or self.min_tile < 0:
-            raise ValueError(f"invalid size requirements {self}")
+            raise InputError(f"invalid size requirements {self}")
 
     def padded(self, side: int) -> int:
         """Smallest side >= ``max(side, minimum)`` that is a multiple of ``multiple``."""
@@ -44,7 +46,3 @@ class SizeRequirements:
     def round_down(self, side: int) -> int:
         """``side`` rounded down to a multiple of ``multiple`` (a tile side)."""
         return side // self.multiple * self.multiple
-
-    def accepts(self, height: int, width: int) -> bool:
-        """Whether an ``height x width`` input needs no padding."""
-        return all(s >= self.minimum and s % self.multiple == 0 for s in (height, width))

@@ -7,7 +7,10 @@ whose outputs are concatenated and merged by a 3x3 convolution.
 
 Module names and parameter shapes follow the authors' release exactly, so their
 ``state_dict`` loads with ``strict=True`` (see ``tests/test_model_parity.py``).
-This module holds networks only: no file or image I/O.
+This sub-package holds networks only: no file or image I/O. The pieces: this module (the
+configuration and the U-Net), :mod:`~emmafuse.models.blocks` (the Restormer-CNN block and its
+local branch), :mod:`~emmafuse.models.restormer` (the global branch: LayerNorm, attention,
+gated MLP) and :mod:`~emmafuse.models.fast_paths` (the switches and the folded-weight cache).
 
 Inference fast paths (all exact rewrites of the released computation, on by default, switched
 with :meth:`UFuser.set_fast_paths`; tests compare each against the plain path). They apply only
@@ -39,11 +42,13 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from emmafuse.errors import InputError, WeightsError
+from emmafuse.models.blocks import RestormerCNNBlock, upsampler
+from emmafuse.models.fast_paths import FastPaths
+from emmafuse.models.restormer import ChannelAttention, GatedMlp, conv3x3
 from emmafuse.models.size_req import SizeRequirements
-from emmafuse.runner import weight_version
 
 __all__ = ["UFuser", "UFuserConfig", "FastPaths", "SIZE_MULTIPLE", "MIN_SIDE", "UFUSER_SIZE"]
 
@@ -71,6 +76,7 @@ class UFuserConfig:
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form stored in weights files and the manifest (``extra`` left out)."""
         data = asdict(self)
         data.pop("extra")
         data["channels"] = list(self.channels)
@@ -78,15 +84,20 @@ class UFuserConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "UFuserConfig":
+        """The inverse of :meth:`to_dict`.
+
+        Raises:
+            InputError: an unknown key, or ``channels`` without four widths.
+        """
         known = {"channels", "num_heads", "in_channels"}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown U-Fuser config keys: {sorted(unknown)}")
+            raise InputError(f"unknown U-Fuser config keys: {sorted(unknown)}", parameter="config")
         kwargs = dict(data)
         if "channels" in kwargs:
             channels = tuple(int(c) for c in kwargs["channels"])
             if len(channels) != 4:
-                raise ValueError(f"U-Fuser config 'channels' needs 4 widths, got {list(channels)}")
+                raise InputError(f"U-Fuser config 'channels' needs 4 widths, got {list(channels)}", parameter="config")
             kwargs["channels"] = channels
         return cls(**kwargs)
 
@@ -99,15 +110,15 @@ class UFuserConfig:
         fits is :func:`emmafuse.checkpoint.build_ufuser`'s check.
 
         Raises:
-            ValueError: a tensor these are read from is missing or has an unexpected shape, or
+            WeightsError: a tensor these are read from is missing or has an unexpected shape, or
                 the widths are not multiples of the heads (not a U-Fuser state dict).
         """
         def shape(key: str, ndim: int) -> tuple[int, ...]:
             t = state.get(key)
             if not isinstance(t, torch.Tensor):
-                raise ValueError(f"cannot tell the U-Fuser architecture: the state dict has no tensor '{key}'")
+                raise WeightsError(f"cannot tell the U-Fuser architecture: the state dict has no tensor '{key}'")
             if t.ndim != ndim:
-                raise ValueError(
+                raise WeightsError(
                     f"cannot tell the U-Fuser architecture: '{key}' has shape {tuple(t.shape)}, expected {ndim} axes"
                 )
             return tuple(int(s) for s in t.shape)
@@ -116,358 +127,10 @@ class UFuserConfig:
         in_channels = shape("V_en_1.embed.weight", 4)[1]
         num_heads = shape("V_en_1.GlobalFeature.attn.scale", 3)[0]
         if num_heads < 1 or any(c % num_heads for c in (c1, c2, c3, c4)):
-            raise ValueError(
+            raise WeightsError(
                 f"cannot tell the U-Fuser architecture: widths {(c1, c2, c3, c4)} are not multiples of {num_heads} heads"
             )
         return cls(channels=(c1, c2, c3, c4), num_heads=num_heads, in_channels=in_channels)
-
-
-@dataclass
-class FastPaths:
-    """Switches of the inference fast paths (shared by all modules of one :class:`UFuser`)."""
-
-    fold_attention: bool = True
-    fold_mlp: bool = True
-    fused_layernorm: bool = True
-    fused_concat: bool = True
-    channels_last: bool = True
-    #: Use the two folds with gradients too (training): the composed weights are rebuilt from
-    #: the parameters every call, inside autograd, so gradients reach every original weight.
-    #: Off by default: training then runs the release's computation unchanged.
-    train_folds: bool = False
-
-
-def _conv3x3(cin: int, cout: int, *, bias: bool, stride: int = 1, groups: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(
-        cin, cout, 3, stride=stride, padding=1, bias=bias, groups=groups, padding_mode="reflect"
-    )
-
-
-def _is_nhwc(x: torch.Tensor) -> bool:
-    return x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last)
-
-
-class ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channel axis of an NCHW tensor, with affine weight and bias.
-
-    Equivalent to the release's ``to_3d -> LayerNorm -> to_4d`` without the two transposes.
-    """
-
-    def __init__(self, dim: int, eps: float = 1e-5, fast: FastPaths | None = None) -> None:
-        super().__init__()
-        self.eps = eps
-        self.body = _AffineParams(dim)
-        self.fast = fast if fast is not None else FastPaths()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.body.weight
-        b = self.body.bias
-        if self.fast.fused_layernorm and _is_nhwc(x) and not torch.is_grad_enabled():
-            # the NHWC view of a channels-last tensor is contiguous: one fused kernel, no copy
-            y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), w, b, self.eps)
-            return y.permute(0, 3, 1, 2).to(x.dtype)
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).pow(2).mean(1, keepdim=True)
-        return (x - mean) * torch.rsqrt(var + self.eps) * w.view(1, -1, 1, 1) + b.view(1, -1, 1, 1)
-
-
-class _AffineParams(nn.Module):
-    """Holds ``weight``/``bias`` under the ``body.`` prefix the released checkpoint uses."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim))
-
-
-def _is_compiling() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
-
-
-class _FoldCache:
-    """Derived inference weights, recomputed when a source weight changes.
-
-    The key is the storage, version counter, dtype and device of every source tensor, so
-    in-place updates (optimisers, ``load_state_dict``), ``.to()`` and ``.half()`` all invalidate
-    it. Under ``torch.compile`` the fold is traced into the graph instead (a few tiny ops).
-    """
-
-    def __init__(self) -> None:
-        self.key: tuple[Any, ...] | None = None
-        self.value: Any = None
-
-    def get(self, sources: tuple[torch.Tensor, ...], compute: Any) -> Any:
-        device_type = sources[0].device.type
-        if _is_compiling():
-            with torch.autocast(device_type, enabled=False):
-                return compute()
-        key = tuple((t.data_ptr(), weight_version(t), t.dtype, t.device) for t in sources)
-        if key != self.key or self.value is None:
-            # full precision whatever the caller's autocast: the folds are tiny
-            with torch.no_grad(), torch.autocast(device_type, enabled=False):
-                self.value = compute()
-            self.key = key
-        return self.value
-
-
-def _fold_dtype(t: torch.Tensor) -> torch.dtype:
-    """Fold in float64 where the device has it (cheap: the tensors are tiny)."""
-    return torch.float32 if t.device.type == "mps" else torch.float64
-
-
-class ChannelAttention(nn.Module):
-    """Restormer's transposed (channel) self-attention.
-
-    Queries and keys are L2-normalised over *all pixels*, so the attention map (per head,
-    ``c_head x c_head``) is a global statistic of the image: outputs of crops differ from
-    crops of the output. With one channel per head the softmax is over a single entry and
-    equals 1, so the block reduces to ``proj(v)``; we use that identity as a fast path.
-    """
-
-    def __init__(self, dim: int, num_heads: int, fast: FastPaths | None = None) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"attention width {dim} is not divisible by {num_heads} heads")
-        self.num_heads = num_heads
-        self.scale = nn.Parameter(torch.ones(num_heads, 1, 1))
-        self.qkv1 = nn.Conv2d(dim, dim * 3, 1, bias=False)
-        # Zero padding here (unlike the rest of the network) as in the release.
-        self.qkv2 = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, bias=False)
-        self.proj = nn.Conv2d(dim, dim, 1, bias=False)
-        self.fast = fast if fast is not None else FastPaths()
-        self._fold = _FoldCache()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fast.fold_attention and not torch.is_grad_enabled():
-            return self._forward_folded(x)
-        if self.fast.train_folds and torch.is_grad_enabled():
-            return self._forward_folded(x, self._compute_fold(self.qkv2.weight.dtype))
-        return self._forward_plain(x)
-
-    # ------------------------------------------------------------------ plain (release) path
-    def _forward_plain(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        qkv = self.qkv2(self.qkv1(x))
-        q, k, v = qkv.chunk(3, dim=1)
-        heads = self.num_heads
-        if c == heads:
-            # softmax over a 1x1 map is exactly 1 (NaN stays NaN through v)
-            return self.proj(v)
-        q = F.normalize(q.reshape(b, heads, c // heads, h * w), dim=-1)
-        k = F.normalize(k.reshape(b, heads, c // heads, h * w), dim=-1)
-        attn = (q @ k.transpose(-2, -1)) * self.scale
-        attn = attn.softmax(dim=-1)
-        out = attn @ v.reshape(b, heads, c // heads, h * w)
-        return self.proj(out.reshape(b, c, h, w))
-
-    # ------------------------------------------------------------------ folded path
-    def folded_weights(self) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """``(w_qk, w_v)``: 3x3 weights of ``qkv2 . qkv1`` split in q|k and v.
-
-        With one channel per head ``w_qk`` is ``None`` and ``w_v`` already includes ``proj``.
-        Cached until one of the three weights changes (see :class:`_FoldCache`).
-        """
-        return self._fold.get((self.qkv1.weight, self.qkv2.weight, self.proj.weight), self._compute_fold)
-
-    def _compute_fold(self, acc: torch.dtype | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
-        w1 = self.qkv1.weight
-        w2 = self.qkv2.weight
-        acc = acc or _fold_dtype(w2)
-        c = w1.shape[1]
-        folded = torch.einsum("omyx,mi->oiyx", w2.to(acc), w1[:, :, 0, 0].to(acc))
-        w_qk, w_v = folded[: 2 * c], folded[2 * c :]
-        if c == self.num_heads:
-            p = self.proj.weight[:, :, 0, 0].to(acc)
-            w_v = torch.einsum("om,miyx->oiyx", p, w_v)
-            return None, w_v.to(w2.dtype).contiguous()
-        return w_qk.to(w2.dtype).contiguous(), w_v.to(w2.dtype).contiguous()
-
-    def _forward_folded(
-        self, x: torch.Tensor, weights: tuple[torch.Tensor | None, torch.Tensor] | None = None
-    ) -> torch.Tensor:
-        b, c, h, w = x.shape
-        w_qk, w_v = weights if weights is not None else self.folded_weights()
-        if w_qk is None:
-            return F.conv2d(x, w_v, padding=1)
-        heads = self.num_heads
-        d = c // heads
-        qk = F.conv2d(x, w_qk, padding=1)
-        attn = self._attention_map(qk, heads)  # (b, heads, d, d), float32 or wider
-        # proj . blockdiag(attn): one (c x c) channel mix per image (tiny: full precision)
-        with torch.autocast(x.device.type, enabled=False):
-            p = self.proj.weight[:, :, 0, 0].to(attn.dtype).view(c, heads, d)
-            mix = torch.einsum("ohi,bhij->bohj", p, attn).reshape(b, c, c)
-            if b == 1:
-                w_out = (mix[0] @ w_v.to(attn.dtype).reshape(c, -1)).reshape(c, c, 3, 3).to(w_v.dtype)
-        if b == 1:
-            return F.conv2d(x, w_out, padding=1)
-        v = F.conv2d(x, w_v, padding=1)
-        if v.is_contiguous(memory_format=torch.channels_last):
-            flat = v.permute(0, 2, 3, 1).reshape(b, h * w, c)
-            out = torch.matmul(flat, mix.transpose(1, 2).to(flat.dtype))
-            return out.view(b, h, w, c).permute(0, 3, 1, 2)
-        out = torch.matmul(mix.to(v.dtype), v.reshape(b, c, h * w))
-        return out.view(b, c, h, w)
-
-    def _attention_map(self, qk: torch.Tensor, heads: int) -> torch.Tensor:
-        """Softmax of scaled cosine similarities per head (sums over all pixels).
-
-        Computed in float32 at least: the squared norms overflow float16 on large images.
-        """
-        b, c2, h, w = qk.shape
-        c = c2 // 2
-        d = c // heads
-        with torch.autocast(qk.device.type, enabled=False):
-            x = qk.to(torch.promote_types(qk.dtype, torch.float32))
-            if x.is_contiguous(memory_format=torch.channels_last):
-                x = x.permute(0, 2, 3, 1).reshape(b, h * w, 2, heads, d)
-                q, k = x[:, :, 0], x[:, :, 1]  # (b, hw, heads, d)
-                gram = torch.einsum("bphi,bphj->bhij", q, k)
-                qn = q.pow(2).sum(1)  # (b, heads, d)
-                kn = k.pow(2).sum(1)
-            else:
-                x = x.reshape(b, 2, heads, d, h * w)
-                q, k = x[:, 0], x[:, 1]  # (b, heads, d, hw)
-                gram = q @ k.transpose(-2, -1)
-                qn = q.pow(2).sum(-1)
-                kn = k.pow(2).sum(-1)
-            # F.normalize divides by max(||.||, 1e-12)
-            qn = qn.sqrt().clamp_min(1e-12)
-            kn = kn.sqrt().clamp_min(1e-12)
-            attn = gram / (qn.unsqueeze(-1) * kn.unsqueeze(-2)) * self.scale.to(x.dtype)
-            return attn.softmax(dim=-1)
-
-
-class GatedMlp(nn.Module):
-    """Restormer's gated depth-wise feed-forward network (GELU gate)."""
-
-    def __init__(self, dim: int, expansion: float = 1.0, fast: FastPaths | None = None) -> None:
-        super().__init__()
-        hidden = int(dim * expansion)
-        self.project_in = nn.Conv2d(dim, hidden * 2, 1, bias=False)
-        self.dwconv = _conv3x3(hidden * 2, hidden * 2, bias=False, groups=hidden)
-        self.project_out = nn.Conv2d(hidden, dim, 1, bias=False)
-        self.fast = fast if fast is not None else FastPaths()
-        self._fold = _FoldCache()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fast.fold_mlp and not torch.is_grad_enabled():
-            w1, w2 = self.folded_weights()
-            xp = F.pad(x, (1, 1, 1, 1), mode="reflect")
-            return self.project_out(F.gelu(F.conv2d(xp, w1)).mul_(F.conv2d(xp, w2)))
-        if self.fast.train_folds and torch.is_grad_enabled():
-            w1, w2 = self._compute_fold(self.dwconv.weight.dtype)
-            xp = F.pad(x, (1, 1, 1, 1), mode="reflect")
-            return self.project_out(F.gelu(F.conv2d(xp, w1)) * F.conv2d(xp, w2))
-        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
-        return self.project_out(F.gelu(x1) * x2)
-
-    def folded_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Dense 3x3 weights of ``dwconv . project_in`` for the GELU half and the gate half."""
-        return self._fold.get((self.project_in.weight, self.dwconv.weight), self._compute_fold)
-
-    def _compute_fold(self, acc: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        w_in = self.project_in.weight[:, :, 0, 0]  # (2h, dim)
-        w_dw = self.dwconv.weight  # (2h, 2h / groups, 3, 3)
-        acc = acc or _fold_dtype(w_dw)
-        out_ch, per_group = w_dw.shape[:2]
-        # output channel o of the grouped conv reads input channels first(o) .. first(o)+per_group-1
-        first = torch.arange(out_ch, device=w_dw.device) // per_group * per_group
-        idx = first[:, None] + torch.arange(per_group, device=w_dw.device)[None, :]
-        folded = torch.einsum("ojyx,oji->oiyx", w_dw.to(acc), w_in.to(acc)[idx])
-        half = out_ch // 2
-        return folded[:half].to(w_dw.dtype).contiguous(), folded[half:].to(w_dw.dtype).contiguous()
-
-
-class GlobalBranch(nn.Module):
-    """Pre-norm transformer block: attention then gated MLP, both residual."""
-
-    def __init__(self, dim: int, num_heads: int, fast: FastPaths | None = None) -> None:
-        super().__init__()
-        self.norm1 = ChannelLayerNorm(dim, fast=fast)
-        self.attn = ChannelAttention(dim, num_heads, fast=fast)
-        self.norm2 = ChannelLayerNorm(dim, fast=fast)
-        self.mlp = GatedMlp(dim, fast=fast)
-
-    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        if torch.is_grad_enabled():
-            x = x + self.attn(self.norm1(x))
-            y = x + self.mlp(self.norm2(x))
-            return y if out is None else out.copy_(y)
-        # inference: residual sums in place (same values), the last one written into ``out``
-        x = self.attn(self.norm1(x)).add_(x)
-        return torch.add(self.mlp(self.norm2(x)), x, out=out) if out is not None else self.mlp(self.norm2(x)).add_(x)
-
-
-class ResBlock(nn.Module):
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.conv = nn.Sequential(_conv3x3(dim, dim, bias=True), nn.ReLU(), _conv3x3(dim, dim, bias=True))
-
-    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        if torch.is_grad_enabled():
-            y = x + self.conv(x)
-            return y if out is None else out.copy_(y)
-        # inference: in-place ReLU and residual sum (same values, fewer allocations)
-        h = self.conv[2](self.conv[0](x).relu_())
-        return torch.add(h, x, out=out) if out is not None else h.add_(x)
-
-
-class LocalBranch(nn.Module):
-    def __init__(self, dim: int, num_blocks: int = 2) -> None:
-        super().__init__()
-        self.Extraction = nn.Sequential(*[ResBlock(dim) for _ in range(num_blocks)])
-
-    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        blocks = list(self.Extraction)
-        for block in blocks[:-1]:
-            x = block(x)
-        return blocks[-1](x, out=out)
-
-
-class RestormerCNNBlock(nn.Module):
-    """Embed, run the global and local branches in parallel, merge with a 3x3 conv."""
-
-    def __init__(self, cin: int, cout: int, num_heads: int, fast: FastPaths | None = None) -> None:
-        super().__init__()
-        self.fast = fast if fast is not None else FastPaths()
-        self.embed = _conv3x3(cin, cout, bias=False)
-        self.GlobalFeature = GlobalBranch(cout, num_heads, fast=self.fast)
-        self.LocalFeature = LocalBranch(cout)
-        self.FFN = _conv3x3(cout * 2, cout, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.embed(x)
-        if torch.is_grad_enabled():  # training: the release's computation, untouched
-            return self.FFN(torch.cat((self.GlobalFeature(x), self.LocalFeature(x)), 1))
-        if self.fast.channels_last:
-            # a 1-channel input gives an ambiguous layout: make the NHWC choice explicit
-            x = x.contiguous(memory_format=torch.channels_last)
-        if not self.fast.fused_concat or _is_compiling():  # the compiler fuses cat + pad itself
-            return self.FFN(torch.cat((self.GlobalFeature(x), self.LocalFeature(x)), 1))
-        # Both branches write straight into one reflect-padded buffer: no concatenation copy
-        # and no padding copy before the merging 3x3 convolution.
-        b, c, h, w = x.shape
-        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        buf = torch.empty((b, 2 * c, h + 2, w + 2), dtype=x.dtype, device=x.device, memory_format=fmt)
-        self.GlobalFeature(x, out=buf[:, :c, 1:-1, 1:-1])
-        self.LocalFeature(x, out=buf[:, c:, 1:-1, 1:-1])
-        _reflect_border_(buf)
-        return F.conv2d(buf, self.FFN.weight, self.FFN.bias)
-
-
-def _reflect_border_(buf: torch.Tensor) -> torch.Tensor:
-    """Fill the 1-pixel border of ``buf`` by reflection of its interior (like ``F.pad``)."""
-    buf[:, :, 0, 1:-1] = buf[:, :, 2, 1:-1]
-    buf[:, :, -1, 1:-1] = buf[:, :, -3, 1:-1]
-    buf[:, :, :, 0] = buf[:, :, :, 2]
-    buf[:, :, :, -1] = buf[:, :, :, -3]
-    return buf
-
-
-def _up(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.ReLU())
 
 
 class UFuser(nn.Module):
@@ -493,7 +156,7 @@ class UFuser(nn.Module):
             return RestormerCNNBlock(a, b, n, fast=self.fast)
 
         def down(ch: int) -> nn.Conv2d:
-            return _conv3x3(ch, ch, bias=False, stride=2)
+            return conv3x3(ch, ch, bias=False, stride=2)
 
         self.V_en_1, self.V_en_2 = block(cin, c[0]), block(c[0], c[1])
         self.V_en_3, self.V_en_4 = block(c[1], c[2]), block(c[2], c[3])
@@ -506,7 +169,7 @@ class UFuser(nn.Module):
         self.V_down1, self.V_down2, self.V_down3 = down(c[0]), down(c[1]), down(c[2])
         self.I_down1, self.I_down2, self.I_down3 = down(c[0]), down(c[1]), down(c[2])
 
-        self.up4, self.up3, self.up2 = _up(c[3], c[2]), _up(c[2], c[1]), _up(c[1], c[0])
+        self.up4, self.up3, self.up2 = upsampler(c[3], c[2]), upsampler(c[2], c[1]), upsampler(c[1], c[0])
 
         self.de_1, self.de_2 = block(2 * c[0], c[0]), block(2 * c[1], c[1])
         self.de_3, self.de_4 = block(2 * c[2], c[2]), block(c[3], c[3])
@@ -525,7 +188,7 @@ class UFuser(nn.Module):
         names = {f.name for f in fields(FastPaths)}
         unknown = set(flags) - names
         if unknown:
-            raise ValueError(f"unknown fast paths {sorted(unknown)}; known: {sorted(names)}")
+            raise InputError(f"unknown fast paths {sorted(unknown)}; known: {sorted(names)}")
         for name in names:
             if enabled is not None:
                 setattr(self.fast, name, bool(enabled))

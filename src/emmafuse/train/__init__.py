@@ -31,7 +31,9 @@ from emmafuse.train.config import (
 from emmafuse.train.data import DataError
 from emmafuse.train.export import export_fuser, export_run
 from emmafuse.train.run_folder import RunFolderError
-from emmafuse.train.trainer import StageResult, Trainer, TrainingHalted, load_sensing
+from emmafuse.train.loop import StageResult
+from emmafuse.train.stage_checkpoints import load_sensing
+from emmafuse.train.trainer import Trainer, TrainingHalted
 
 __all__ = [
     "TrainConfig",

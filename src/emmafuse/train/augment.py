@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Augment", "SYMMETRIC_SOURCES", "add_sensor_noise"]
+__all__ = ["Augment", "SYMMETRIC_SOURCES", "add_sensor_noise", "augment_inputs"]
 
 #: Pseudo-GT rules whose result does not change when the two inputs swap places.
 SYMMETRIC_SOURCES = ("gff", "gff-max", "laplacian")
@@ -29,7 +29,7 @@ SYMMETRIC_SOURCES = ("gff", "gff-max", "laplacian")
 
 @dataclass(frozen=True)
 class Augment:
-    """Which augmentations a :class:`~emmafuse.train.data.PatchDataset` applies (all off by default)."""
+    """Which augmentations a :class:`~emmafuse.train.patches.PatchDataset` applies (all off by default)."""
 
     swap: float = 0.0  #: probability that the two inputs swap places
     noise: float = 0.0  #: probability, per input, of sensor noise
@@ -50,3 +50,19 @@ def add_sensor_noise(patch: np.ndarray, rng: np.random.Generator, sigma_max: flo
     h, w = patch.shape
     noisy = patch + sigma * rng.standard_normal((h, w)) + rows * rng.standard_normal((h, 1))
     return np.clip(noisy, 0.0, 1.0).astype(np.float32)
+
+
+def augment_inputs(out: dict[str, np.ndarray], rng: np.random.Generator, aug: Augment) -> dict[str, np.ndarray]:
+    """Noise and swap on the inputs ``ir`` / ``vis`` of a sample; the clean pair stays as
+    ``ir_ref`` / ``vis_ref`` (in the same slots as the inputs)."""
+    a, b = out["ir"], out["vis"]
+    noisy = []
+    for patch in (a, b):
+        if aug.noise > 0 and rng.random() < aug.noise:
+            patch = add_sensor_noise(patch, rng, aug.noise_sigma, aug.noise_rows)
+        noisy.append(patch)
+    ref = [a, b]
+    if aug.swap > 0 and rng.random() < aug.swap:
+        noisy.reverse()
+        ref.reverse()
+    return {**out, "ir": noisy[0], "vis": noisy[1], "ir_ref": ref[0], "vis_ref": ref[1]}

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from emmafuse.errors import EmmafuseError
+from emmafuse.errors import EmmafuseError, InputError, InputTypeError
 
 __all__ = ["CheckpointError", "save_state", "load_state", "MANIFEST", "FORMAT"]
 
@@ -45,7 +45,7 @@ def _encode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
         return [_encode(v, tensors) for v in value]
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    raise TypeError(f"cannot store {type(value).__name__} in a checkpoint")
+    raise InputTypeError(f"cannot store {type(value).__name__} in a checkpoint", parameter="state")
 
 
 def _decode(value: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
@@ -61,19 +61,11 @@ def _decode(value: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
     return value
 
 
-def save_state(directory: str | os.PathLike[str], state: Mapping[str, Any], max_shard_bytes: int = 16 << 20) -> Path:
-    """Write ``state`` (nested dicts/lists/tuples of tensors and JSON scalars) to ``directory``."""
-    from safetensors.torch import save_file
+def _shard(tensors: Mapping[str, torch.Tensor], budget: int) -> tuple[list[dict[str, torch.Tensor]], dict[str, dict[str, Any]]]:
+    """Pack (chunks of) ``tensors`` greedily into shards of at most ``budget`` bytes.
 
-    target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    budget = max_shard_bytes - _HEADER_MARGIN
-    if budget < 1024:
-        raise ValueError(f"max_shard_bytes={max_shard_bytes} is too small")
-    tensors: dict[str, torch.Tensor] = {}
-    tree = _encode(state, tensors)
-
-    # pack (chunks of) tensors greedily into shards of at most `budget` bytes
+    Returns the shards and, per tensor, its shape, dtype and ``[shard number, key]`` chunks.
+    """
     shards: list[dict[str, torch.Tensor]] = [{}]
     used = 0
     index: dict[str, dict[str, Any]] = {}
@@ -93,33 +85,63 @@ def save_state(directory: str | os.PathLike[str], state: Mapping[str, Any], max_
             used += nbytes
             entry["chunks"].append([len(shards) - 1, key])
         index[name] = entry
+    return shards, index
 
+
+def _write_shards(folder: Path, shards: list[dict[str, torch.Tensor]], max_shard_bytes: int) -> list[str]:
+    """Write ``part-NNN.safetensors`` files into ``folder``; returns their names."""
+    from safetensors.torch import save_file
+
+    files = []
+    for i, shard in enumerate(shards):
+        fname = f"part-{i:03d}.safetensors"
+        save_file(shard, str(folder / fname))
+        size = (folder / fname).stat().st_size
+        if size > max_shard_bytes:  # the margin makes this unreachable; keep the promise checked
+            raise CheckpointError(f"shard {fname} is {size} bytes > {max_shard_bytes}")
+        files.append(fname)
+    return files
+
+
+def _replace(target: Path, new: Path) -> None:
+    """Rename ``new`` to ``target``, moving an existing ``target`` aside first and deleting it after."""
+    trash = None
+    if target.exists():
+        trash = target.with_name(f".{target.name}.old")
+        if trash.exists():
+            shutil.rmtree(trash)
+        os.replace(target, trash)
+    os.replace(new, target)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def save_state(directory: str | os.PathLike[str], state: Mapping[str, Any], max_shard_bytes: int = 16 << 20) -> Path:
+    """Write ``state`` (nested dicts/lists/tuples of tensors and JSON scalars) to ``directory``.
+
+    Raises:
+        InputError: ``max_shard_bytes`` leaves no room for tensors.
+        InputTypeError: ``state`` holds a value that is neither a tensor nor JSON.
+    """
+    target = Path(directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    budget = max_shard_bytes - _HEADER_MARGIN
+    if budget < 1024:
+        raise InputError(f"max_shard_bytes={max_shard_bytes} is too small", parameter="max_shard_bytes")
+    tensors: dict[str, torch.Tensor] = {}
+    tree = _encode(state, tensors)
+    shards, index = _shard(tensors, budget)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; give the folder the usual permissions
     try:
-        files = []
-        for i, shard in enumerate(shards):
-            fname = f"part-{i:03d}.safetensors"
-            save_file(shard, str(tmp / fname))
-            size = (tmp / fname).stat().st_size
-            if size > max_shard_bytes:  # the margin makes this unreachable; keep the promise checked
-                raise RuntimeError(f"shard {fname} is {size} bytes > {max_shard_bytes}")
-            files.append(fname)
+        files = _write_shards(tmp, shards, max_shard_bytes)
         for entry in index.values():
             entry["chunks"] = [[files[s], key] for s, key in entry["chunks"]]
         manifest = {"format": FORMAT, "shards": files, "tensors": index, "state": tree}
         (tmp / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
-        trash = None
-        if target.exists():
-            trash = target.with_name(f".{target.name}.old")
-            if trash.exists():
-                shutil.rmtree(trash)
-            os.replace(target, trash)
-        os.replace(tmp, target)
-        if trash is not None:
-            shutil.rmtree(trash, ignore_errors=True)
+        _replace(target, tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -81,7 +81,8 @@ class DataConfig:
         if len(self.extra_ir_dirs) != len(self.extra_vis_dirs):
             raise ConfigError(
                 f"{len(self.extra_ir_dirs)} extra ir folders but {len(self.extra_vis_dirs)} extra vis folders: "
-                "give --ir and --vis the same number of times"
+                "data.extra_ir_dirs and data.extra_vis_dirs must have the same length",
+                parameter="data.extra_vis_dirs",
             )
         found = [(self.ir_dir, self.vis_dir)] if (self.ir_dir or self.vis_dir) else []
         found += list(zip(self.extra_ir_dirs, self.extra_vis_dirs))
@@ -253,13 +254,18 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on values that would fail later (and less clearly)."""
+        from emmafuse.train.sensing import crop_requirements
+
         d, s, f = self.data, self.sensing, self.fuser
-        if d.crop < 16 or d.crop % 16:
-            raise ConfigError(f"data.crop must be a multiple of 16 and >= 16, got {d.crop}")
-        if d.val_crop < 16 or d.val_crop % 16:
-            raise ConfigError(f"data.val_crop must be a multiple of 16 and >= 16, got {d.val_crop}")
-        if d.holdout_crop < 16 or d.holdout_crop % 16 or d.holdout_pairs < 1:
-            raise ConfigError("data.holdout_crop must be a multiple of 16 and >= 16, data.holdout_pairs >= 1")
+        req = crop_requirements()  # what the U-Fuser and the sensing nets accept
+        for key, side in (("crop", d.crop), ("val_crop", d.val_crop), ("holdout_crop", d.holdout_crop)):
+            if side < req.minimum or side % req.multiple:
+                raise ConfigError(
+                    f"data.{key} must be a multiple of {req.multiple} and >= {req.minimum}, got {side}",
+                    parameter=f"data.{key}",
+                )
+        if d.holdout_pairs < 1:
+            raise ConfigError("data.holdout_pairs must be >= 1", parameter="data.holdout_pairs")
         if d.balance not in ("pairs", "domains"):
             raise ConfigError(f"data.balance must be 'pairs' or 'domains', got {d.balance!r}")
         if not (0 <= d.swap <= 1 and 0 <= d.noise <= 1 and 0 < d.scale_min <= 1):
@@ -287,10 +293,12 @@ class TrainConfig:
         if f.anchor < 0 or self.warm_start.grad_max < 0:
             raise ConfigError("fuser.anchor and warm_start.grad_max must be >= 0")
         uses_target = self.warm_start.steps > 0 or f.anchor > 0
-        if uses_target and self.warm_start.target not in _source_names(s.pseudo_gt):
+        sources = [spec.strip() for spec in s.pseudo_gt]  # the names the sources get
+        if uses_target and self.warm_start.target not in sources:
             raise ConfigError(
                 f"warm_start.target {self.warm_start.target!r} must be one of the pseudo-GT sources "
-                f"{list(_source_names(s.pseudo_gt))} (sensing.pseudo_gt)"
+                f"{sources} (sensing.pseudo_gt)",
+                parameter="warm_start.target",
             )
         if f.transforms_per_sample < 1:
             raise ConfigError("fuser.transforms_per_sample must be >= 1")
@@ -300,11 +308,6 @@ class TrainConfig:
             raise ConfigError("max_shard_mib and keep_checkpoints must be >= 1")
         if min(self.log_every, self.val_every, self.ckpt_every) < 1:
             raise ConfigError("log_every, val_every and ckpt_every must be >= 1")
-
-
-def _source_names(specs: tuple[str, ...]) -> tuple[str, ...]:
-    """The names pseudo-GT sources get (``folder:X`` -> ``folder:X``, ``gff`` -> ``gff``)."""
-    return tuple(spec.strip() for spec in specs)
 
 
 def _to_jsonable(value: Any) -> Any:
@@ -344,19 +347,19 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
                     return True
                 if value.lower() in ("0", "false", "no", "off"):
                     return False
-                raise ValueError(value)
+                raise ConfigError(value)
             if not isinstance(value, (bool, int)):
-                raise ValueError(value)
+                raise ConfigError(value)
             return bool(value)
         if hint is int:
             if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
+                raise ConfigError(value)
             return int(value)
         if hint is float:
             return float(value)
         if hint is str:
             if not isinstance(value, str):
-                raise ValueError(value)
+                raise ConfigError(value)
             return value
         if origin is tuple:
             if isinstance(value, str):
@@ -365,8 +368,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             item = args[0]
             items = tuple(_coerce(item, v, where) for v in value)
             if len(args) > 1 and args[1] is not Ellipsis and len(items) != len(args):
-                raise ValueError(f"expected {len(args)} values")
+                raise ConfigError(f"expected {len(args)} values")
             return items
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid value for '{where}': {value!r} ({exc})") from None
+    except (TypeError, ValueError) as exc:  # ConfigError above, or int()/float() refusing the value
+        raise ConfigError(f"invalid value for '{where}': {value!r} ({exc})", parameter=where) from None
     return value

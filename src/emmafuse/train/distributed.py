@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from emmafuse.train.config import ConfigError
+
 __all__ = ["DistContext", "setup", "resolve_device"]
 
 
@@ -24,7 +26,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' requested but CUDA is not available")
+            raise ConfigError(f"device {name!r} requested but CUDA is not available", parameter="device")
         index: int | None = device.index  # None for a plain "cuda" (torch's stubs say int)
         if index is None:
             device = torch.device("cuda", local_rank)

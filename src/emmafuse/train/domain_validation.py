@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from emmafuse.train.data import PairStore, pair_domain
+from emmafuse.train.data import pair_domain
+from emmafuse.train.patches import PairStore, centre_crop_box
 from emmafuse.train.quick_metrics import quick_metrics
 
 __all__ = ["DomainCrop", "holdout_crops", "correlation", "score_domains"]
@@ -39,7 +40,7 @@ class DomainCrop:
 
 
 def holdout_crops(store: PairStore, size: int, per_domain: int, teacher: str | None) -> list[DomainCrop]:
-    """Centre crops (side ``size`` or the largest multiple of 16 that fits) of at most
+    """Centre crops (:func:`~emmafuse.train.patches.centre_crop_box`) of at most
     ``per_domain`` pairs of each domain, evenly spread over the domain's pairs (sorted by name)."""
     by_domain: dict[str, list[int]] = {}
     for i, stem in enumerate(store.stems):
@@ -51,8 +52,7 @@ def holdout_crops(store: PairStore, size: int, per_domain: int, teacher: str | N
         picks = [members[int(j)] for j in np.linspace(0, len(members) - 1, min(per_domain, len(members))).round()]
         for i in dict.fromkeys(picks):
             h, w = store.ir[i].shape
-            ch, cw = min(size, h // 16 * 16), min(size, w // 16 * 16)
-            y, x = (h - ch) // 2, (w - cw) // 2
+            y, x, ch, cw = centre_crop_box(h, w, size)
 
             def cut(arr: np.ndarray) -> torch.Tensor:
                 return torch.from_numpy(arr[y : y + ch, x : x + cw].astype(np.float32))[None, None]

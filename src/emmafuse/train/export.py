@@ -19,9 +19,11 @@ from typing import Any
 import torch
 
 from emmafuse.checkpoint import save_ufuser
+from emmafuse.errors import InputError
 from emmafuse.models import UFuser, UFuserConfig
 from emmafuse.train import ckpt_io
-from emmafuse.train.stage_names import STAGES
+from emmafuse.train.run_folder import RunFolder
+from emmafuse.train.stage_names import STAGES, Stage
 
 __all__ = ["git_commit", "export_fuser", "export_run"]
 
@@ -49,24 +51,24 @@ def export_fuser(fuser: UFuser, path: str | os.PathLike[str], metadata: Mapping[
     }
     meta.update(metadata or {})
     if "config" in meta:
-        raise ValueError("'config' is reserved for the U-Fuser architecture; use 'train_config'")
+        raise InputError("'config' is reserved for the U-Fuser architecture; use 'train_config'", parameter="metadata")
     state = {k: v.detach().float() if v.is_floating_point() else v for k, v in fuser.state_dict().items()}
     return save_ufuser(state, path, config=fuser.config, metadata=meta)
 
 
 def export_run(run_dir: str | os.PathLike[str], path: str | os.PathLike[str] | None = None) -> Path:
-    """Export the finished fuser stage of a run folder (default ``<run>/fuser.safetensors``)."""
-    run = Path(run_dir)
-    final = run / "fuser" / "final"
-    state = ckpt_io.load_state(final)
+    """Export the finished fuser stage of a run folder (default :attr:`RunFolder.export_path`)."""
+    folder = RunFolder(run_dir)
+    run = folder.path
+    state = ckpt_io.load_state(folder.final_dir(Stage.FUSER))
     cfg = json.loads((run / "config.json").read_text(encoding="utf-8"))
     c1, c2, c3, c4 = (int(c) for c in state["meta"].get("channels", cfg["fuser"]["channels"]))
     fuser = UFuser(UFuserConfig(channels=(c1, c2, c3, c4), num_heads=int(cfg["fuser"]["num_heads"])))
     fuser.load_state_dict(state["models"]["fuser"])
     steps = {}
     for stage in STAGES:
-        if (run / stage / "final" / ckpt_io.MANIFEST).is_file():
-            steps[stage] = int(ckpt_io.load_state(run / stage / "final")["meta"]["steps"])
+        if folder.has_final(stage):
+            steps[stage.value] = int(ckpt_io.load_state(folder.final_dir(stage))["meta"]["steps"])
     data_file = run / "data.json"
     data = json.loads(data_file.read_text(encoding="utf-8")) if data_file.is_file() else {}
     meta = {
@@ -80,4 +82,4 @@ def export_run(run_dir: str | os.PathLike[str], path: str | os.PathLike[str] | N
         "pseudo_gt": cfg["sensing"]["pseudo_gt"],
         "init": cfg["fuser"]["init"],
     }
-    return export_fuser(fuser, path if path is not None else run / "fuser.safetensors", meta)
+    return export_fuser(fuser, path if path is not None else folder.export_path, meta)

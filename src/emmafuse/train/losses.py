@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from emmafuse.errors import InputError
+
 __all__ = ["sobel_gradient", "l1_gradient_loss", "sensing_loss", "gradient_max_loss", "conventional_fusion_loss"]
 
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
@@ -55,7 +57,7 @@ def sensing_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> 
         return F.mse_loss(pred, target)
     if kind == "l1grad":
         return l1_gradient_loss(pred, target)
-    raise ValueError(f"unknown sensing loss {kind!r}")
+    raise InputError(f"unknown sensing loss {kind!r}", parameter="kind")
 
 
 def gradient_max_loss(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:

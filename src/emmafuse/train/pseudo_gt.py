@@ -4,7 +4,7 @@ The paper trains A_i (fused -> infrared) and A_v (fused -> visible) on the fused
 nine published methods, mixed. Those images do not exist for new training pairs, so the
 source is pluggable; several sources are mixed per sample like the paper's nine methods.
 
-Source specs (``sensing.pseudo_gt`` / ``--pseudo-gt``, comma separated):
+Source specs (``sensing.pseudo_gt``, comma separated):
 
 - ``laplacian``: Laplacian-pyramid fusion, max-abs detail selection, averaged base.
 - ``gff``: guided-filtering fusion (Li, Kang & Hu, TIP 2013), a saliency-weighted two-scale rule.
@@ -20,23 +20,24 @@ All sources fuse *whole images* once, before training, on the training device.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
-import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from emmafuse.errors import InputError
 from emmafuse.image_io import ImageReadError, read_luma
 from emmafuse.models import UFuser
 from emmafuse.padding import crop, pad_to_network
-from emmafuse.train.data import DataError, PairStore, list_images
+from emmafuse.train.data import DataError, list_images
+from emmafuse.train.filters import box_mean, gaussian_kernel_1d, guided_filter, replicate_pad, separable_conv
+from emmafuse.train.patches import PairStore
+from emmafuse.train.pseudo_gt_cache import cache_file, read_cache, write_cache
 
 __all__ = [
     "PseudoGTSource",
@@ -48,9 +49,7 @@ __all__ = [
     "parse_sources",
     "check_specs",
     "fill_pseudo_gt",
-    "default_cache_dir",
-    "box_mean",
-    "guided_filter",
+    "prepare_pseudo_gt",
 ]
 
 
@@ -71,53 +70,6 @@ class PseudoGTSource(ABC):
         """Raise :class:`DataError` early if the source cannot serve these pairs."""
 
 
-# ----------------------------------------------------------------------------- filters
-def _pad(x: torch.Tensor, r: int) -> torch.Tensor:
-    return F.pad(x, (r, r, r, r), mode="replicate")
-
-
-def _separable(x: torch.Tensor, k1d: torch.Tensor) -> torch.Tensor:
-    r = k1d.numel() // 2
-    k = k1d.to(x)
-    x = F.conv2d(_pad(x, r), k.view(1, 1, 1, -1).expand(x.shape[1], 1, 1, -1).contiguous(), groups=x.shape[1])
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(x.shape[1], 1, -1, 1).contiguous(), groups=x.shape[1])
-
-
-def _gaussian_1d(radius: int, sigma: float) -> torch.Tensor:
-    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    k = torch.exp(-(t**2) / (2 * sigma**2))
-    return (k / k.sum()).float()
-
-
-def _mean_1d(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
-    """Mean over a ``2r+1`` window clipped at the borders (integral image: O(1) per pixel)."""
-    n = x.shape[dim]
-    c = torch.cumsum(x.double(), dim)
-    c = torch.cat([torch.zeros_like(c.narrow(dim, 0, 1)), c], dim)
-    idx = torch.arange(n, device=x.device)
-    hi = (idx + r + 1).clamp(max=n)
-    lo = (idx - r).clamp(min=0)
-    s = c.index_select(dim, hi) - c.index_select(dim, lo)
-    shape = [1] * x.dim()
-    shape[dim] = n
-    return (s / (hi - lo).double().view(shape)).to(x.dtype)
-
-
-def box_mean(x: torch.Tensor, r: int) -> torch.Tensor:
-    """Mean filter of radius ``r`` with border-clipped windows, on ``(N, C, H, W)``."""
-    return _mean_1d(_mean_1d(x, r, -2), r, -1)
-
-
-def guided_filter(guide: torch.Tensor, src: torch.Tensor, r: int, eps: float) -> torch.Tensor:
-    """He et al.'s guided filter (gray guide)."""
-    mean_i, mean_p = box_mean(guide, r), box_mean(src, r)
-    cov = box_mean(guide * src, r) - mean_i * mean_p
-    var = box_mean(guide * guide, r) - mean_i * mean_i
-    a = cov / (var + eps)
-    b = mean_p - a * mean_i
-    return box_mean(a, r) * guide + box_mean(b, r)
-
-
 # ------------------------------------------------------------------------- rule sources
 class LaplacianPyramidFusion(PseudoGTSource):
     """Burt-Adelson pyramid fusion: keep the larger-magnitude detail coefficient, average the base."""
@@ -132,7 +84,7 @@ class LaplacianPyramidFusion(PseudoGTSource):
         return f"laplacian-v1-levels{self.levels}"
 
     def _down(self, x: torch.Tensor) -> torch.Tensor:
-        return _separable(x, self._kernel)[..., ::2, ::2]
+        return separable_conv(x, self._kernel)[..., ::2, ::2]
 
     @staticmethod
     def _up(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
@@ -175,7 +127,7 @@ class GuidedFilterFusion(PseudoGTSource):
 
     def __init__(self, r1: int = 45, eps1: float = 0.3, r2: int = 7, eps2: float = 1e-6) -> None:
         self.r1, self.eps1, self.r2, self.eps2 = r1, eps1, r2, eps2
-        self._gauss = _gaussian_1d(5, 5.0)
+        self._gauss = gaussian_kernel_1d(5, 5.0)
         self._lap = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
 
     def cache_key(self) -> str:
@@ -187,14 +139,14 @@ class GuidedFilterFusion(PseudoGTSource):
         imgs = torch.cat([ir.float(), vis.float()], 0)
         base = box_mean(imgs, 15)
         detail = imgs - base
-        sal = _separable(F.conv2d(_pad(imgs, 1), self._lap.to(imgs)).abs(), self._gauss)
+        sal = separable_conv(F.conv2d(replicate_pad(imgs, 1), self._lap.to(imgs)).abs(), self._gauss)
         p = _decision(sal)
         wd = _normalised(guided_filter(imgs, p, self.r2, self.eps2))
         return imgs, base, (wd * detail).sum(0, keepdim=True)
 
     def fuse(self, ir: torch.Tensor, vis: torch.Tensor, stem: str = "") -> torch.Tensor:
         imgs, base, detail = self._split(ir, vis)
-        sal = _separable(F.conv2d(_pad(imgs, 1), self._lap.to(imgs)).abs(), self._gauss)
+        sal = separable_conv(F.conv2d(replicate_pad(imgs, 1), self._lap.to(imgs)).abs(), self._gauss)
         wb = _normalised(guided_filter(imgs, _decision(sal), self.r1, self.eps1))
         return ((wb * base).sum(0, keepdim=True) + detail).clamp(0, 1)
 
@@ -320,7 +272,7 @@ def parse_sources(specs: Sequence[str], bootstrap: UFuser | None = None) -> list
             sources.append(FuserPseudoGT.from_file(spec[len("fuser:") :]))
         elif spec == "bootstrap":
             if bootstrap is None:
-                raise ValueError("pseudo-GT 'bootstrap' needs the trained bootstrap U-Fuser")
+                raise InputError("pseudo-GT 'bootstrap' needs the trained bootstrap U-Fuser", parameter="bootstrap")
             sources.append(FuserPseudoGT(bootstrap, name="bootstrap"))
         else:
             raise DataError(
@@ -351,52 +303,6 @@ def check_specs(specs: Sequence[str], stems: Sequence[str]) -> None:
             raise DataError(f"pseudo-GT source {spec!r}: {exc}") from exc
 
 
-def default_cache_dir() -> Path:
-    """``$EMMAFUSE_CACHE/pseudo_gt`` or ``~/.cache/emmafuse/pseudo_gt``."""
-    root = os.environ.get("EMMAFUSE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "emmafuse")
-    return Path(root) / "pseudo_gt"
-
-
-def _cache_file(cache_dir: Path, source: PseudoGTSource, store: PairStore) -> Path | None:
-    """Where ``source``'s results for exactly these pairs (paths, sizes, mtimes) are cached."""
-    key = source.cache_key()
-    if key is None:
-        return None
-    h = hashlib.sha256(key.encode())
-    for pair in store.pairs:
-        for path in (pair.ir_path, pair.vis_path):
-            st = os.stat(path)
-            h.update(f"{pair.stem}\0{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return cache_dir / f"{key}-{h.hexdigest()[:16]}.npz"
-
-
-def _read_cache(path: Path, store: PairStore) -> list[np.ndarray] | None:
-    try:
-        with np.load(path) as data:
-            images = [data[f"a{i}"] for i in range(len(store))]
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):  # missing, partial or foreign: recompute
-        return None
-    if any(img.shape != a.shape for img, a in zip(images, store.ir)):
-        return None
-    return images
-
-
-def _write_cache(path: Path, images: Sequence[np.ndarray]) -> None:
-    from emmafuse._fs import atomic_write
-
-    # Any: numpy's stub would match the **arrays against savez's allow_pickle flag
-    arrays: dict[str, Any] = {f"a{i}": np.asarray(img, dtype=np.float16) for i, img in enumerate(images)}
-
-    def save(tmp: str) -> None:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-
-    try:
-        atomic_write(path, save)
-    except OSError:  # a read-only cache only costs the recomputation next time
-        pass
-
-
 def fill_pseudo_gt(
     store: PairStore,
     sources: Sequence[PseudoGTSource],
@@ -415,8 +321,8 @@ def fill_pseudo_gt(
     device = torch.device(device)
     how: dict[str, str] = {}
     for source in sources:
-        cache = _cache_file(Path(cache_dir), source, store) if cache_dir is not None else None
-        cached = _read_cache(cache, store) if cache is not None and cache.is_file() else None
+        cache = cache_file(Path(cache_dir), source.cache_key(), store) if cache_dir is not None else None
+        cached = read_cache(cache, store) if cache is not None and cache.is_file() else None
         if cached is not None:
             store.add_fused(source.name, cached)
             how[source.name] = "cache"
@@ -435,5 +341,29 @@ def fill_pseudo_gt(
         store.add_fused(source.name, results)
         how[source.name] = "computed"
         if cache is not None:
-            _write_cache(cache, store.fused[source.name])
+            write_cache(cache, store.fused[source.name])
+    return how
+
+
+def prepare_pseudo_gt(
+    train: PairStore,
+    others: Sequence[PairStore | None],
+    specs: Sequence[str],
+    device: torch.device | str,
+    *,
+    bootstrap: Callable[[], UFuser],
+    cache_dir: str | os.PathLike[str] | None,
+    progress: bool = False,
+) -> dict[str, str]:
+    """Fill the training store, then the ``others`` (validation, held-out; None: absent), with
+    pseudo GT ``specs``; returns how the training store's sources were obtained (:func:`fill_pseudo_gt`).
+
+    ``bootstrap`` is called (to train or reload the bootstrap U-Fuser) only when the specs name it.
+    """
+    boot = bootstrap() if "bootstrap" in specs else None
+    sources = parse_sources(specs, bootstrap=boot)
+    how = fill_pseudo_gt(train, sources, device, progress=progress, cache_dir=cache_dir)
+    for store in others:
+        if store is not None:
+            fill_pseudo_gt(store, sources, device, cache_dir=cache_dir)
     return how

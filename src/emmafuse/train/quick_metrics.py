@@ -11,13 +11,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from emmafuse.metrics import MIN_SIZE, evaluate
+from emmafuse.metrics import MIN_SIZE, PAPER_METRICS, evaluate
 from emmafuse.metrics.grid import grid_ratio
 
 __all__ = ["VALIDATION_METRICS", "quick_metrics"]
 
-#: The six metrics of the paper's tables, in their order.
-VALIDATION_METRICS = ("EN", "SD", "AG", "MI", "VIF", "Qabf")
+#: What validation scores: the six metrics of the paper's tables (:data:`emmafuse.metrics.PAPER_METRICS`).
+VALIDATION_METRICS = PAPER_METRICS
 
 
 def _gray_255(t: torch.Tensor) -> np.ndarray:

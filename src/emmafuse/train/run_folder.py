@@ -16,6 +16,7 @@ Only the main process writes; every process reads. The trainer decides *what* is
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from collections.abc import Callable, Mapping
@@ -30,7 +31,7 @@ from emmafuse.errors import EmmafuseError
 
 __all__ = ["RunFolder", "RunFolderError", "RUN_FILES"]
 
-#: What a run writes at the top of its folder (nothing else there is touched, even by --overwrite).
+#: What a run writes at the top of its folder (nothing else there is touched, even by ``overwrite``).
 RUN_FILES = ("config.json", "data.json", "log.jsonl", *STAGES, "fuser.safetensors")
 
 
@@ -41,7 +42,7 @@ class RunFolderError(EmmafuseError, ValueError):
 class RunFolder:
     """One run's folder (see the module doc for the layout)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
 
     # ------------------------------------------------------------------ start
@@ -65,7 +66,8 @@ class RunFolder:
         if existing and not (resume or overwrite):
             raise RunFolderError(
                 f"{self.path} already holds a training run ({', '.join(existing)}); "
-                "pass --resume to continue it or --overwrite to start again"
+                "continue it (resume) or start again (overwrite)",
+                parameter="resume",
             )
         if ctx.is_main:
             if overwrite and not resume:
@@ -99,6 +101,7 @@ class RunFolder:
 
     # ------------------------------------------------------------------ stages
     def stage_dir(self, stage: str) -> Path:
+        """The folder of ``stage`` (a :class:`~emmafuse.train.stage_names.Stage`)."""
         return self.path / stage
 
     def final_dir(self, stage: str) -> Path:
@@ -106,9 +109,11 @@ class RunFolder:
         return self.stage_dir(stage) / "final"
 
     def has_final(self, stage: str) -> bool:
+        """Whether ``stage`` has finished (its ``final`` folder is complete)."""
         return (self.final_dir(stage) / ckpt_io.MANIFEST).is_file()
 
     def checkpoint_dir(self, stage: str, step: int) -> Path:
+        """The resumable checkpoint of ``stage`` after ``step`` steps."""
         return self.stage_dir(stage) / f"ckpt-{step:07d}"
 
     def latest_checkpoint(self, stage: str) -> Path | None:

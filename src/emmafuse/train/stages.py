@@ -1,8 +1,9 @@
-"""One module per training stage whose ``forward`` returns ``(loss, parts)``, and the
-:class:`StageSpec` that tells the trainer's one loop how to train it.
+"""One module per training stage whose ``forward`` returns ``(loss, parts)``, the
+:class:`StageSpec` that tells the one step loop (:func:`emmafuse.train.loop.fit`) how to train
+it, and one spec builder per stage (:func:`sensing_spec` ...).
 
 Wrapping the whole step in one module keeps DDP simple (one forward, one backward per
-step, even though Stage III runs the U-Fuser twice) and lets the trainer treat all
+step, even though Stage III runs the U-Fuser twice) and lets the loop treat all
 stages alike.
 """
 
@@ -15,9 +16,15 @@ from typing import Any, Protocol, TypeVar
 import torch
 from torch import nn
 
-from emmafuse.train.data import PatchDataset
+from emmafuse.errors import InputError
+from emmafuse.models.upsampling import balance_upsampling_
+from emmafuse.train.augment import Augment
 from emmafuse.train.losses import conventional_fusion_loss, gradient_max_loss, l1_gradient_loss, sensing_loss
-from emmafuse.train.transforms import Transform, apply_transforms
+from emmafuse.train.patches import PairStore, PatchDataset
+from emmafuse.train.run_context import RunContext
+from emmafuse.train.stage_names import Stage
+from emmafuse.train.transforms import Transform, TransformGroup, apply_transforms
+from emmafuse.train.validation import HoldoutScores, validate_bootstrap, validate_fuser, validate_sensing
 
 __all__ = [
     "SensingObjective",
@@ -27,9 +34,16 @@ __all__ = [
     "StageSettings",
     "StageSpec",
     "freeze",
+    "stage_dataset",
+    "upsampling_constraint",
+    "sensing_spec",
+    "bootstrap_spec",
+    "warm_start_spec",
+    "fuser_spec",
 ]
 
 Parts = dict[str, torch.Tensor]
+Crops = Sequence[dict[str, Any]]
 M = TypeVar("M", bound=nn.Module)
 
 
@@ -48,7 +62,7 @@ class StageSpec:
     """Everything the trainer's loop needs to train one stage.
 
     Attributes:
-        name: the stage (``sensing``, ``fuser``, ``bootstrap``, ``warm_start``): its folder and seeds.
+        name: the stage (:class:`~emmafuse.train.stage_names.Stage`): its folder, seeds and log records.
         objective: the step module, ``objective(*step_args(batch, gen)) -> (loss, parts)``.
         modules: what is optimised and checkpointed, by name.
         settings: steps, batch, learning rate and its schedule (a stage section of the config).
@@ -157,7 +171,7 @@ class EquivariantObjective(nn.Module):
     ) -> tuple[torch.Tensor, Parts]:
         n = ir.shape[0]
         if len(transforms) % n:
-            raise ValueError(f"{len(transforms)} transforms for a batch of {n}")
+            raise InputError(f"{len(transforms)} transforms for a batch of {n}", parameter="transforms")
         f = self.fuser(ir, vis)
         reps = len(transforms) // n
         ft, mask = apply_transforms(f.repeat(reps, 1, 1, 1) if reps > 1 else f, list(transforms))
@@ -177,3 +191,97 @@ class EquivariantObjective(nn.Module):
             loss = loss + self.anchor * l_anchor
             parts["anchor"] = l_anchor.detach()
         return loss, parts
+
+
+# ----------------------------------------------------------------------------- spec builders
+def stage_dataset(rc: RunContext, store: PairStore, stage: Stage, with_fused: bool,
+                  sources: list[str] | None = None) -> PatchDataset:
+    """The training patches of ``stage``, with the augmentations that stage may use."""
+    d = rc.cfg.data
+    # swap and noise need a clean, order-free target: the warm start only; the sensing nets
+    # learn real sources (no downscale either, their BatchNorm statistics follow the data)
+    if stage == Stage.WARM_START:
+        augment = Augment(swap=d.swap, noise=d.noise, scale_min=d.scale_min)
+    elif stage == Stage.FUSER:
+        augment = Augment(scale_min=d.scale_min)
+    else:
+        augment = Augment()
+    return PatchDataset(
+        store, d.crop, rc.cfg.seed, stage=stage.seed_id, flips=d.flips,
+        low_contrast_filter=d.low_contrast_filter, max_tries=d.max_crop_tries, with_fused=with_fused,
+        sources=sources, augment=augment, balance=d.balance,
+    )
+
+
+def upsampling_constraint(enabled: bool, *nets: nn.Module) -> Callable[[], None] | None:
+    """After-step hook keeping the nets' transposed convolutions checkerboard-free (None when
+    off); projects the starting point too (e.g. ``fuser.init`` weights)."""
+    if not enabled:
+        return None
+
+    def project() -> None:
+        for net in nets:
+            balance_upsampling_(net)
+
+    project()
+    return project
+
+
+def sensing_spec(rc: RunContext, a_i: nn.Module, a_v: nn.Module, dataset: PatchDataset, crops: Crops) -> StageSpec:
+    """Stage II: A_i, A_v map pseudo-GT patches back to each source."""
+    s = rc.cfg.sensing
+    return StageSpec(
+        Stage.SENSING, SensingObjective(a_i, a_v, s.loss), {"a_i": a_i, "a_v": a_v}, s, dataset,
+        lambda b, g: (b["fused"], b["ir"], b["vis"]),
+        lambda: validate_sensing(a_i, a_v, crops, rc.to_device),
+        default_lr_step=s.steps // 4, sync_buffers=True,
+        after_step=upsampling_constraint(rc.cfg.balanced_upsampling, a_i, a_v),
+    )
+
+
+def bootstrap_spec(rc: RunContext, fuser: nn.Module, dataset: PatchDataset, crops: Crops) -> StageSpec:
+    """The bootstrap U-Fuser: the conventional intensity-max + gradient-max loss."""
+    b = rc.cfg.bootstrap
+    return StageSpec(
+        Stage.BOOTSTRAP, BootstrapObjective(fuser), {"fuser": fuser}, b, dataset,
+        lambda batch, g: (batch["ir"], batch["vis"]),
+        lambda: validate_bootstrap(fuser, crops, rc.to_device),
+        default_lr_step=b.steps, sync_buffers=False, static_graph=True,
+    )
+
+
+def warm_start_spec(
+    rc: RunContext, fuser: nn.Module, dataset: PatchDataset, crops: Crops, holdout: HoldoutScores
+) -> StageSpec:
+    """The warm start: the U-Fuser fitted to pseudo GT ``warm_start.target``."""
+    w = rc.cfg.warm_start
+    return StageSpec(
+        Stage.WARM_START, WarmStartObjective(fuser, w.grad_max), {"fuser": fuser}, w, dataset,
+        lambda b, g: (b["ir"], b["vis"], b["fused"], b.get("ir_ref"), b.get("vis_ref")),
+        lambda: validate_fuser(fuser, None, None, crops, rc.to_device, holdout(fuser)),
+        default_lr_step=w.steps // 3, sync_buffers=False, static_graph=True,
+        after_step=upsampling_constraint(rc.cfg.balanced_upsampling, fuser),
+    )
+
+
+def fuser_spec(
+    rc: RunContext, fuser: nn.Module, a_i: nn.Module, a_v: nn.Module, dataset: PatchDataset, crops: Crops,
+    holdout: HoldoutScores,
+) -> StageSpec:
+    """Stage III: the equivariant U-Fuser with frozen A_i, A_v (and the optional anchor)."""
+    f, crop = rc.cfg.fuser, rc.cfg.data.crop
+    objective = EquivariantObjective(fuser, a_i, a_v, f.alpha1, f.alpha2, anchor=f.anchor)
+    if rc.cfg.compile:
+        objective.fuser = torch.compile(fuser)  # type: ignore[assignment]
+    group = TransformGroup(f.rotation)
+
+    def step_args(b: dict[str, torch.Tensor], g: torch.Generator) -> tuple[Any, ...]:
+        n = b["ir"].shape[0] * f.transforms_per_sample
+        return b["ir"], b["vis"], group.sample(n, crop, crop, g), b.get("fused")
+
+    return StageSpec(
+        Stage.FUSER, objective, {"fuser": fuser}, f, dataset, step_args,
+        lambda: validate_fuser(fuser, a_i, a_v, crops, rc.to_device, holdout(fuser)),
+        default_lr_step=f.steps // 6, sync_buffers=False, static_graph=True,
+        after_step=upsampling_constraint(rc.cfg.balanced_upsampling, fuser),
+    )

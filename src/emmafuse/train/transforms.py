@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from emmafuse.errors import InputError
+
 __all__ = ["Transform", "TransformGroup", "apply_transforms", "official_transforms"]
 
 _KINDS = ("identity", "shift", "flip", "rot90", "rotate")
@@ -44,7 +46,7 @@ class Transform:
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
-            raise ValueError(f"unknown transform kind {self.kind!r}")
+            raise InputError(f"unknown transform kind {self.kind!r}", parameter="kind")
 
     @property
     def exact(self) -> bool:
@@ -75,7 +77,7 @@ class Transform:
         if self.kind == "rot90":
             k = self.k % 4
             if k % 2 and h != w:
-                raise ValueError(f"quarter turns need square images, got {h}x{w}")
+                raise InputError(f"quarter turns need square images, got {h}x{w}", parameter="images")
             c, s = ((1, 0), (0, 1), (-1, 0), (0, -1))[k]
         else:
             rad = math.radians(self.angle)
@@ -98,7 +100,7 @@ def apply_transforms(x: torch.Tensor, transforms: Sequence[Transform]) -> tuple[
     """
     n, c, h, w = x.shape
     if len(transforms) != n:
-        raise ValueError(f"{len(transforms)} transforms for a batch of {n}")
+        raise InputError(f"{len(transforms)} transforms for a batch of {n}", parameter="transforms")
     dev = x.device
     mats = torch.tensor([t.matrix(h, w) for t in transforms], dtype=torch.float64).to(dev)  # (N, 2, 3)
     ys, xs = torch.meshgrid(
@@ -139,9 +141,9 @@ class TransformGroup:
 
     def __init__(self, rotation: str = "arbitrary", probs: Sequence[float] = (0.1, 0.3, 0.3, 0.3)) -> None:
         if rotation not in ("arbitrary", "rot90"):
-            raise ValueError("rotation must be 'arbitrary' or 'rot90'")
+            raise InputError("rotation must be 'arbitrary' or 'rot90'", parameter="rotation")
         if len(probs) != 4 or min(probs) < 0 or sum(probs) <= 0:
-            raise ValueError("probs: four non-negative weights (identity, shift, rotation, flip)")
+            raise InputError("probs: four non-negative weights (identity, shift, rotation, flip)", parameter="probs")
         self.rotation = rotation
         self.probs = torch.tensor(probs, dtype=torch.float64) / sum(probs)
 
