@@ -39,7 +39,9 @@ def _measure(sizes: list[tuple[int, int]], repeats: int) -> dict[str, Any]:
 
     torch_fuser = emmafuse.load(device="cpu")
     ort_fuser = emmafuse.load(device="cpu", backend="onnxruntime")
-    session = ort_fuser.backend_session  # the onnxruntime session behind the backend
+    from emmafuse.onnx_graph import OnnxRuntimeForward
+
+    session = OnnxRuntimeForward(torch_fuser.model).session  # the graph the backend runs
     results: dict[str, Any] = {}
     for w, h in sizes:
         ir, vis = synthetic_pair(h, w)

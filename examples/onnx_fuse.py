@@ -2,7 +2,7 @@
 
 This is the pre- and post-processing that ``emmafuse.Fuser.fuse`` does around the network
 (``docs/onnx.md``), in numpy, for people who deploy the ONNX file on their own. On 8-bit
-images it reproduces ``Fuser.fuse`` (float inputs: within 1e-4; tested in tests/test_onnx.py).
+images it reproduces ``Fuser.fuse`` (float inputs: within 1e-4; tested in tests/onnx/test_onnx.py).
 
 Usage::
 

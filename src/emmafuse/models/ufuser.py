@@ -6,7 +6,7 @@ Every unit is a *Restormer-CNN block*: an embedding convolution, then a global b
 whose outputs are concatenated and merged by a 3x3 convolution.
 
 Module names and parameter shapes follow the authors' release exactly, so their
-``state_dict`` loads with ``strict=True`` (see ``tests/test_model_parity.py``).
+``state_dict`` loads with ``strict=True`` (see ``tests/models/test_model_parity.py``).
 This sub-package holds networks only: no file or image I/O. The pieces: this module (the
 configuration and the U-Net), :mod:`~emmafuse.models.blocks` (the Restormer-CNN block and its
 local branch), :mod:`~emmafuse.models.restormer` (the global branch: LayerNorm, attention,

@@ -14,7 +14,7 @@ from PIL import Image
 from emmafuse.cli import main
 from emmafuse.samples import synthetic_pair
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 @pytest.fixture()

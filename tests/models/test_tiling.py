@@ -25,7 +25,7 @@ from emmafuse.tiling import (
     plan_tiles,
 )
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 @pytest.fixture(scope="module")

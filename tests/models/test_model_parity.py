@@ -16,7 +16,7 @@ from safetensors import safe_open
 from emmafuse.models import UFuser, UFuserConfig
 from parity_weights import seeded_state_dict
 
-FIXTURE = Path(__file__).parent / "fixtures" / "ufuser_parity.safetensors"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "ufuser_parity.safetensors"
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 from emmafuse import metrics as M
 from emmafuse.metrics import METRICS, evaluate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _rng(seed: int = 0) -> np.random.Generator:

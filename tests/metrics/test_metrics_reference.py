@@ -14,7 +14,7 @@ import pytest
 
 from emmafuse.metrics import METRICS, evaluate
 
-REF_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "metrics"
+REF_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "metrics"
 RTOL = 1e-6
 
 

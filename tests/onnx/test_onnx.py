@@ -22,7 +22,7 @@ from emmafuse.onnx_export import export_onnx, verify_onnx  # noqa: E402
 from emmafuse.outputs import OutputError  # noqa: E402
 from emmafuse.weights import locate_weights  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED_TEST = REPO.parent / "shared" / "data" / "test"
 
 

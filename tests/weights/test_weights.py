@@ -23,7 +23,7 @@ from emmafuse.checkpoint import WeightsError, load_ufuser_file
 from emmafuse.manifest import MANIFEST_ENV, ModelEntry, entry_problems, get_model, read_manifest
 from emmafuse.weights import ChecksumMismatchError, NoPretrainedWeightsError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 from emmafuse.cli import main
 from emmafuse.samples import synthetic_pair
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class _Terminal(io.StringIO):

@@ -20,7 +20,7 @@ from emmafuse.metrics.grid import grid_ratio
 from emmafuse.samples import synthetic_pair
 
 RELEASED = ("emma-ivf", "emma-ivf-v1", "emma-mif")
-CARD = Path(__file__).resolve().parents[1] / "docs" / "model_card.md"
+CARD = Path(__file__).resolve().parents[2] / "docs" / "model_card.md"
 
 
 @pytest.fixture(autouse=True)

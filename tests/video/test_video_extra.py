@@ -11,7 +11,7 @@ import pytest
 from emmafuse.cli import main
 from emmafuse.errors import MissingExtraError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()

@@ -21,7 +21,7 @@ from emmafuse.models import UFuser
 from emmafuse.models.fast_paths import FastPaths
 from emmafuse.models.restormer import ChannelAttention, ChannelLayerNorm, GatedMlp
 
-FIXTURE = Path(__file__).parent / "fixtures" / "ufuser_parity.safetensors"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "ufuser_parity.safetensors"
 FLAGS = tuple(f.name for f in dataclasses.fields(FastPaths))
 
 
@@ -221,7 +221,7 @@ def test_cli_tile_options_parse():
     args = parser.parse_args(["demo", "--tile", "256"])
     assert args.tile == 256 and args.tile_overlap is None
     # non-numbers fail at parse time; range rules are checked by tiling.check_tile_options
-    # (see tests/test_cli.py::test_bad_tile_options_fail_before_any_pair)
+    # (see tests/cli/test_cli.py::test_bad_tile_options_fail_before_any_pair)
     for bad in (["--tile", "huge"], ["--tile-overlap", "wide"]):
         with pytest.raises(SystemExit):
             parser.parse_args(["demo", *bad])
