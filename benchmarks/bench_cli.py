@@ -28,14 +28,21 @@ from pathlib import Path
 from typing import Any
 
 
-def _write_pair(folder: Path, width: int, height: int) -> tuple[Path, Path]:
-    from emmafuse.image_io import write_image
-    from emmafuse.samples import synthetic_pair
+_WRITE_PAIR = """
+import sys
+from emmafuse.image_io import write_image
+from emmafuse.samples import synthetic_pair
+ir, vis = synthetic_pair(int(sys.argv[2]), int(sys.argv[1]), seed=1)
+write_image(sys.argv[3], ir)
+write_image(sys.argv[4], vis)
+"""
 
-    ir, vis = synthetic_pair(height, width, seed=1)
+
+def _write_pair(folder: Path, width: int, height: int) -> tuple[Path, Path]:
+    """Write a synthetic pair, in a child process: the peak RSS that ``os.wait4`` reports for a
+    forked child starts at its parent's, so this process must stay small."""
     paths = folder / f"ir_{width}x{height}.png", folder / f"vis_{width}x{height}.png"
-    write_image(paths[0], ir)
-    write_image(paths[1], vis)
+    subprocess.run([sys.executable, "-c", _WRITE_PAIR, str(width), str(height), *map(str, paths)], check=True)
     return paths
 
 

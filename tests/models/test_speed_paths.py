@@ -240,3 +240,26 @@ def test_fuser_compile_traces_the_network_in_one_graph(parity_model):
     expected = fuser.fuse_tensor(ir, vis)
     assert fuser.compile(backend="eager") is fuser
     assert (fuser.fuse_tensor(ir, vis) - expected).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 2, 2), (2, 8, 17, 31), (1, 16, 40, 64), (1, 1, 9, 9)])
+def test_reflect_pad1_equals_f_pad(shape: tuple[int, int, int, int]) -> None:
+    """The fast reflection pad (buffer + border strips) gives F.pad's values, bit for bit."""
+    from emmafuse.models.fast_paths import reflect_pad1
+
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(sum(shape)))
+    for layout in (torch.channels_last, torch.contiguous_format):
+        y = x.contiguous(memory_format=layout)
+        with torch.inference_mode():
+            assert torch.equal(reflect_pad1(y), torch.nn.functional.pad(y, (1, 1, 1, 1), mode="reflect"))
+
+
+def test_reflect_conv_keeps_the_state_dict_and_the_values() -> None:
+    from emmafuse.models.restormer import ReflectConv2d
+
+    conv = ReflectConv2d(8, 8, 3, padding=1, padding_mode="reflect")
+    plain = torch.nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect")
+    plain.load_state_dict(conv.state_dict(), strict=True)
+    x = torch.randn(1, 8, 20, 24).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        assert torch.allclose(conv(x), plain(x), atol=1e-6)

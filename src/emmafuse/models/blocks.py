@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emmafuse.models.fast_paths import FastPaths, is_compiling
+from emmafuse.models.fast_paths import FastPaths, is_compiling, reflect_border_
 from emmafuse.models.restormer import GlobalBranch, conv3x3
 
 __all__ = ["LocalBranch", "ResBlock", "RestormerCNNBlock", "upsampler"]
@@ -74,17 +74,8 @@ class RestormerCNNBlock(nn.Module):
         buf = torch.empty((b, 2 * c, h + 2, w + 2), dtype=x.dtype, device=x.device, memory_format=fmt)
         self.GlobalFeature(x, out=buf[:, :c, 1:-1, 1:-1])
         self.LocalFeature(x, out=buf[:, c:, 1:-1, 1:-1])
-        _reflect_border_(buf)
+        reflect_border_(buf)
         return F.conv2d(buf, self.FFN.weight, self.FFN.bias)
-
-
-def _reflect_border_(buf: torch.Tensor) -> torch.Tensor:
-    """Fill the 1-pixel border of ``buf`` by reflection of its interior (like ``F.pad``)."""
-    buf[:, :, 0, 1:-1] = buf[:, :, 2, 1:-1]
-    buf[:, :, -1, 1:-1] = buf[:, :, -3, 1:-1]
-    buf[:, :, :, 0] = buf[:, :, :, 2]
-    buf[:, :, :, -1] = buf[:, :, :, -3]
-    return buf
 
 
 def upsampler(cin: int, cout: int) -> nn.Sequential:

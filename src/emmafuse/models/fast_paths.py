@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["FastPaths", "FoldCache", "fold_dtype", "is_compiling", "is_nhwc", "weight_version"]
+__all__ = ["FastPaths", "FoldCache", "fold_dtype", "is_compiling", "is_nhwc", "reflect_border_", "reflect_pad1", "weight_version"]
 
 
 @dataclass
@@ -46,6 +47,37 @@ def weight_version(t: torch.Tensor) -> int:
 def is_nhwc(x: torch.Tensor) -> bool:
     """Whether ``x`` is a multi-channel 4-D tensor in channels-last memory layout."""
     return x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def reflect_border_(buf: torch.Tensor) -> torch.Tensor:
+    """Fill the 1-pixel border of ``buf`` by reflection of its interior (like ``F.pad``), in place."""
+    buf[:, :, 0, 1:-1] = buf[:, :, 2, 1:-1]
+    buf[:, :, -1, 1:-1] = buf[:, :, -3, 1:-1]
+    buf[:, :, :, 0] = buf[:, :, :, 2]
+    buf[:, :, :, -1] = buf[:, :, :, -3]
+    return buf
+
+
+def _is_tracing() -> bool:
+    """Whether ``torch.jit.trace`` (the ONNX export) is recording the current call."""
+    tracing: Callable[[], bool] = getattr(torch.jit, "is_tracing")  # untyped in torch's stubs
+    return bool(tracing())
+
+
+def reflect_pad1(x: torch.Tensor) -> torch.Tensor:
+    """``F.pad(x, (1, 1, 1, 1), mode="reflect")``, the same values.
+
+    PyTorch's reflection-pad kernel is slow on channels-last tensors with few channels (an
+    8-channel 640x480 map: 3 ms against 0.7 ms for a copy into a new buffer plus four border
+    strips), and the U-Fuser pads before almost every 3x3 convolution. Other tensors, and
+    traced or compiled calls, take ``F.pad``.
+    """
+    n, c, h, w = x.shape
+    if not is_nhwc(x) or h < 2 or w < 2 or is_compiling() or _is_tracing():
+        return F.pad(x, (1, 1, 1, 1), mode="reflect")
+    buf = torch.empty((n, c, h + 2, w + 2), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    buf[:, :, 1:-1, 1:-1] = x
+    return reflect_border_(buf)
 
 
 def is_compiling() -> bool:

@@ -12,14 +12,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from emmafuse.errors import InputError
-from emmafuse.models.fast_paths import FastPaths, FoldCache, fold_dtype, is_nhwc
+from emmafuse.models.fast_paths import FastPaths, FoldCache, fold_dtype, is_nhwc, reflect_pad1
 
-__all__ = ["ChannelAttention", "ChannelLayerNorm", "GatedMlp", "GlobalBranch", "conv3x3"]
+__all__ = ["ChannelAttention", "ChannelLayerNorm", "GatedMlp", "GlobalBranch", "ReflectConv2d", "conv3x3"]
+
+
+class ReflectConv2d(nn.Conv2d):
+    """``nn.Conv2d`` with ``padding=1, padding_mode="reflect"`` (same parameters and state dict)
+    whose inference padding is :func:`~emmafuse.models.fast_paths.reflect_pad1` (same values)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():  # training: nn.Conv2d's own path, untouched
+            return super().forward(x)
+        return F.conv2d(reflect_pad1(x), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
 def conv3x3(cin: int, cout: int, *, bias: bool, stride: int = 1, groups: int = 1) -> nn.Conv2d:
     """A 3x3 convolution with reflect padding (the network's default)."""
-    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=bias, groups=groups, padding_mode="reflect")
+    return ReflectConv2d(cin, cout, 3, stride=stride, padding=1, bias=bias, groups=groups, padding_mode="reflect")
 
 
 class ChannelLayerNorm(nn.Module):
@@ -193,7 +203,7 @@ class GatedMlp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fast.fold_mlp and not torch.is_grad_enabled():
             w1, w2 = self.folded_weights()
-            xp = F.pad(x, (1, 1, 1, 1), mode="reflect")
+            xp = reflect_pad1(x)
             return self.project_out(F.gelu(F.conv2d(xp, w1)).mul_(F.conv2d(xp, w2)))
         if self.fast.train_folds and torch.is_grad_enabled():
             w1, w2 = self._compute_fold(self.dwconv.weight.dtype)

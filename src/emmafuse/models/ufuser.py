@@ -47,7 +47,7 @@ from torch import nn
 from emmafuse.errors import InputError, WeightsError
 from emmafuse.models.blocks import RestormerCNNBlock, upsampler
 from emmafuse.models.fast_paths import FastPaths
-from emmafuse.models.restormer import ChannelAttention, GatedMlp, conv3x3
+from emmafuse.models.restormer import ChannelAttention, GatedMlp, ReflectConv2d, conv3x3
 from emmafuse.models.size_req import SizeRequirements
 
 __all__ = ["UFuser", "UFuserConfig", "FastPaths", "SIZE_MULTIPLE", "MIN_SIDE", "UFUSER_SIZE"]
@@ -175,7 +175,7 @@ class UFuser(nn.Module):
         self.de_3, self.de_4 = block(2 * c[2], c[2]), block(c[3], c[3])
 
         self.last = nn.Sequential(
-            nn.Conv2d(c[0], 1, 3, padding=1, padding_mode="reflect"), nn.Sigmoid()
+            ReflectConv2d(c[0], 1, 3, padding=1, padding_mode="reflect"), nn.Sigmoid()
         )
 
     def set_fast_paths(self, enabled: bool | None = None, **flags: bool) -> "UFuser":
