@@ -17,6 +17,9 @@ one (``--tile-overlap``).
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 __all__ = [
     "EmmafuseError",
     "InputError",
@@ -28,6 +31,7 @@ __all__ = [
     "VideoError",
     "VideoReadError",
     "MissingExtraError",
+    "import_extra",
 ]
 
 
@@ -96,3 +100,14 @@ class MissingExtraError(EmmafuseError, ImportError):
     def __init__(self, message: str, *, extra: str) -> None:
         super().__init__(message)
         self.extra = extra
+
+
+def import_extra(module: str, *, extra: str, purpose: str) -> ModuleType:
+    """Import an optional dependency, or raise :class:`MissingExtraError` saying what needs it
+    (``purpose``) and what to install (``pip install 'emmafuse[<extra>]'``)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"{purpose} needs {module}, which is not installed: pip install 'emmafuse[{extra}]' ({exc})", extra=extra
+        ) from exc

@@ -87,7 +87,7 @@ def plan_folder_fusion(
         OutputError: the output folder or an output file cannot or must not be written.
     """
     out = _check_out_dir(out_dir)
-    suffix = _suffix(ext)
+    suffix = normalize_suffix(ext)
     if same_file(ir_dir, vis_dir):
         raise InputError(
             f"ir_dir and vis_dir are the same folder ({vis_dir}); give one folder per modality", parameter="vis_dir"
@@ -115,13 +115,6 @@ def _check_out_dir(out_dir: PathLike) -> Path:
             parameter="out_dir",
         )
     return out
-
-
-def _suffix(ext: str) -> str:
-    try:
-        return normalize_suffix(ext)
-    except ValueError as exc:  # an InputError (or, from older code, a plain ValueError): name the parameter
-        raise InputError(str(exc), parameter="ext") from exc
 
 
 def _read_files(ir_path: Path, vis_path: Path) -> tuple[Any, Any]:

@@ -19,6 +19,7 @@ from emmafuse.batching import OutputRange, check_fuse_options
 from emmafuse.errors import InputError
 from emmafuse.models import UFuser
 from emmafuse.tiling import TileLike, check_tile_options
+from emmafuse.video import DEFAULT_CRF
 
 if TYPE_CHECKING:
     from emmafuse.video_job import VideoResult
@@ -120,7 +121,7 @@ class StreamMethods:
         frames: int | None = None,
         start: int = 0,
         side_by_side: bool = False,
-        crf: int = 18,
+        crf: int = DEFAULT_CRF,
         codec: str | None = None,
         overwrite: bool = True,
         batch_size: int | None = None,

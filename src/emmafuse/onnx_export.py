@@ -23,7 +23,7 @@ import torch
 
 from emmafuse._fs import atomic_write
 from emmafuse._version import __version__
-from emmafuse.errors import InputError, MissingExtraError
+from emmafuse.errors import InputError, import_extra
 from emmafuse.models import UFuser
 from emmafuse.onnx_graph import DEFAULT_OPSET, onnx_bytes
 
@@ -56,16 +56,6 @@ class OnnxExport:
     metadata: dict[str, str]
 
 
-def _require_onnx() -> Any:
-    try:
-        import onnx
-    except ImportError as exc:
-        raise MissingExtraError(
-            f"ONNX export needs the onnx package: pip install 'emmafuse[onnx]' ({exc})", extra="onnx"
-        ) from exc
-    return onnx
-
-
 def _model_version(meta: dict[str, Any]) -> str:
     """The weights' version: their recipe and creation time (e.g. ``cpu-ivf-v2 2026-12-06T17:16:10Z``)."""
     try:
@@ -87,7 +77,7 @@ def _metadata(model: UFuser, info: dict[str, Any], fp16: bool) -> dict[str, str]
         "input.min_side": str(req.minimum),
         "input.range": "0..1",
         "precision": "float16" if fp16 else "float32",
-        "config": str(model.config.to_dict()),
+        "config": json.dumps(model.config.to_dict()),
     }
     return {k: v for k, v in fields.items() if v}
 
@@ -118,7 +108,7 @@ def export_onnx(
     from emmafuse.loading import load
     from emmafuse.outputs import check_output_file
 
-    onnx = _require_onnx()
+    onnx: Any = import_extra("onnx", extra="onnx", purpose="ONNX export")
     target = Path(path)
     if target.suffix.lower() != ".onnx":
         raise InputError(f"the ONNX file name must end in .onnx, got {target.name!r}", parameter="path")
@@ -149,12 +139,12 @@ def verify_onnx(
         return None
     import numpy as np
 
-    from emmafuse.color import BT601_WEIGHTS
+    from emmafuse.color import rgb_to_luma
     from emmafuse.loading import load
     from emmafuse.samples import synthetic_pair
 
     ir, vis = synthetic_pair(*size)
-    planes = [(x @ np.array(BT601_WEIGHTS) if x.ndim == 3 else x) / 255.0 for x in (ir, vis)]
+    planes = [(rgb_to_luma(x) if x.ndim == 3 else x) / 255.0 for x in (ir, vis)]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     io_dtype = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
     feeds = {name: p[None, None].astype(io_dtype) for name, p in zip(("ir", "vis"), planes)}

@@ -24,11 +24,11 @@ import torch
 
 from emmafuse._fs import atomic_write
 from emmafuse._version import __version__
-from emmafuse.errors import InputError, MissingExtraError
+from emmafuse.errors import InputError, import_extra
 from emmafuse.models import UFuser
 from emmafuse.models.fast_paths import weight_version
 
-__all__ = ["DEFAULT_OPSET", "OnnxRuntimeForward", "onnx_bytes", "require_onnxruntime"]
+__all__ = ["DEFAULT_OPSET", "OnnxRuntimeForward", "onnx_bytes"]
 
 #: The opset of exported files unless asked otherwise (supported by onnxruntime >= 1.14, TensorRT 8.6+).
 DEFAULT_OPSET = 17
@@ -78,17 +78,6 @@ def onnx_bytes(model: UFuser, *, opset: int = DEFAULT_OPSET, fp16: bool = False)
 
 
 
-def require_onnxruntime() -> Any:
-    """The ``onnxruntime`` module, or :class:`MissingExtraError` naming the extra to install."""
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise MissingExtraError(
-            f"the onnxruntime backend needs onnxruntime: pip install 'emmafuse[onnx]' ({exc})", extra="onnx"
-        ) from exc
-    return onnxruntime
-
-
 def _cache_file(model: UFuser) -> Path:
     """Where the graph of these weights is cached (a hash of weights, code and torch versions)."""
     digest = hashlib.sha256(f"{__version__} {torch.__version__} {DEFAULT_OPSET}".encode())
@@ -123,7 +112,7 @@ class OnnxRuntimeForward:
     def __init__(self, model: UFuser, threads: int | None = None) -> None:
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise InputError(f"threads must be a positive integer, got {threads!r}", parameter="threads")
-        self._ort = require_onnxruntime()
+        self._ort: Any = import_extra("onnxruntime", extra="onnx", purpose="the onnxruntime backend")
         self.model = model
         self.threads = threads
         self._session: Any = None

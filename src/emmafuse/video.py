@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from emmafuse.errors import MissingExtraError, VideoError, VideoReadError
+from emmafuse.errors import VideoError, VideoReadError, import_extra
 from emmafuse.outputs import OutputError, check_output_file
 
 if TYPE_CHECKING:
@@ -75,12 +75,7 @@ def require_av() -> None:
     Raises:
         MissingExtraError: naming the extra to install (``pip install 'emmafuse[video]'``).
     """
-    try:
-        import av  # noqa: F401
-    except ImportError as exc:
-        raise MissingExtraError(
-            f"video needs PyAV, which is not installed: pip install 'emmafuse[video]' ({exc})", extra="video"
-        ) from exc
+    import_extra("av", extra="video", purpose="video (PyAV)")
 
 
 def _reason(exc: BaseException) -> str:

@@ -160,3 +160,19 @@ def test_onnxruntime_backend_refusals() -> None:
         backend.to(dtype="bfloat16")
     with pytest.raises(InputError, match="threads"):
         backend.use_onnxruntime(threads=0)
+
+
+@pytest.mark.parametrize("missing", ["onnx", "onnxruntime"])
+def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, missing: str) -> None:
+    import sys
+
+    from emmafuse.errors import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, missing, None)  # `import <missing>` raises ImportError
+    with pytest.raises(MissingExtraError, match=r"pip install 'emmafuse\[onnx\]'") as info:
+        if missing == "onnx":
+            export_onnx(tmp_path / "a.onnx")
+        else:
+            load(device="cpu", backend="onnxruntime")
+    assert info.value.extra == "onnx"
+    assert list(tmp_path.iterdir()) == []
