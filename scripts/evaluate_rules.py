@@ -5,8 +5,8 @@ model rows' protocol (``emmafuse eval --weights``): the sources read by the eval
 (``emmafuse.evaluation.read_gray_reference``), each rule fuses them as the model does (float32
 in [0, 1]), the result is min-max stretched with the library's output-range policy
 (``output_range="minmax"``), quantised to 8 bit and scored with ``emmafuse.metrics.evaluate``
-(reference preset); the grid ratio as in scripts/evaluate_release.py. Needs the ``train`` extra
-(the rules live in ``emmafuse.train.pseudo_gt``). Run from the repository root:
+(reference preset); the grid ratio as in scripts/evaluate_release.py. The rules live in
+``emmafuse.train.pseudo_gt``. Run from the repository root:
 
     python scripts/evaluate_rules.py ../shared/data/test/TNO ir vi
     python scripts/evaluate_rules.py ../shared/data/test/MRI_PET PET MRI --rules max gff

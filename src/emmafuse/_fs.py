@@ -7,7 +7,12 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "cache_root"]
+
+
+def cache_root() -> Path:
+    """emmafuse's cache folder: ``$EMMAFUSE_CACHE``, else ``~/.cache/emmafuse`` (pseudo-GT, ONNX graphs)."""
+    return Path(os.environ.get("EMMAFUSE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "emmafuse"))
 
 
 def _create_temporary(folder: Path, name: str) -> str:

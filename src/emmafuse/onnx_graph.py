@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from emmafuse._fs import atomic_write
+from emmafuse._fs import atomic_write, cache_root
 from emmafuse._version import __version__
 from emmafuse.errors import InputError, import_extra
 from emmafuse.models import UFuser
@@ -34,6 +33,7 @@ __all__ = ["DEFAULT_OPSET", "OnnxRuntimeForward", "onnx_bytes"]
 DEFAULT_OPSET = 17
 #: Export traces the network at this size (any multiple of 8 works; the axes stay dynamic).
 _TRACE_SHAPE = (2, 1, 64, 96)  # batch 2: the batch-1 per-image fold must not be traced
+
 
 def _export_module(model: UFuser, fp16: bool) -> UFuser:
     """A copy of ``model`` set up to trace its exact inference form on the CPU."""
@@ -49,8 +49,7 @@ def _export_module(model: UFuser, fp16: bool) -> UFuser:
 def onnx_bytes(model: UFuser, *, opset: int = DEFAULT_OPSET, fp16: bool = False) -> bytes:
     """The ONNX serialisation of ``model``'s inference graph (no metadata), as bytes.
 
-    ``fp16``: weights, inputs and output in float16 (for GPU runtimes; attention statistics
-    stay float32 inside the graph).
+    ``fp16``: weights, inputs and output in float16 (for GPU runtimes).
     """
     if not isinstance(opset, int) or not 14 <= opset <= 23:
         raise InputError(f"opset must be an integer from 14 to 23, got {opset!r}", parameter="opset")
@@ -77,15 +76,13 @@ def onnx_bytes(model: UFuser, *, opset: int = DEFAULT_OPSET, fp16: bool = False)
     return buffer.getvalue()
 
 
-
 def _cache_file(model: UFuser) -> Path:
     """Where the graph of these weights is cached (a hash of weights, code and torch versions)."""
     digest = hashlib.sha256(f"{__version__} {torch.__version__} {DEFAULT_OPSET}".encode())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    root = os.environ.get("EMMAFUSE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "emmafuse")
-    return Path(root) / "onnx" / f"ufuser-{digest.hexdigest()[:24]}.onnx"
+    return cache_root() / "onnx" / f"ufuser-{digest.hexdigest()[:24]}.onnx"
 
 
 def _graph_for(model: UFuser) -> bytes:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from emmafuse._fs import cache_root
 from emmafuse.train.patches import PairStore
 
 __all__ = ["default_cache_dir", "cache_dir_setting", "cache_file", "read_cache", "write_cache"]
@@ -19,8 +20,7 @@ __all__ = ["default_cache_dir", "cache_dir_setting", "cache_file", "read_cache",
 
 def default_cache_dir() -> Path:
     """``$EMMAFUSE_CACHE/pseudo_gt`` or ``~/.cache/emmafuse/pseudo_gt``."""
-    root = os.environ.get("EMMAFUSE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "emmafuse")
-    return Path(root) / "pseudo_gt"
+    return cache_root() / "pseudo_gt"
 
 
 def cache_dir_setting(raw: str) -> Path | None:
