@@ -303,3 +303,18 @@ def test_fuse_folder_checks_before_any_work(tmp_path, fuser):
     with pytest.raises(InputError) as info:
         fuse_folder(fuser, ird, tmp_path, tmp_path / "out", ext=".xyz")
     assert info.value.parameter == "ext"
+
+
+def test_train_errors_name_their_flag_through_the_shared_mechanism():
+    """``emmafuse train`` gives run_command its own flag lookup (config keys); no second formatter."""
+    from emmafuse.cli._common import error_line
+    from emmafuse.cli.train import _flag_of
+    from emmafuse.train.config import ConfigError
+
+    assert error_line(ConfigError("bad", parameter="data.ir_dir"), "train", _flag_of) == (
+        "emmafuse train: error: argument --ir: bad"
+    )
+    assert error_line(ConfigError("bad", parameter="fuser.anchor"), "train", _flag_of) == (
+        "emmafuse train: error: argument --set fuser.anchor=...: bad"
+    )
+    assert error_line(ConfigError("bad", parameter="tile"), "train", _flag_of).endswith("argument --tile: bad")

@@ -87,7 +87,8 @@ def test_existing_run_needs_resume_or_overwrite(finished_run: Trainer, tmp_path:
     cfg_path = tmp_path / "again.json"
     finished_run.cfg.save(cfg_path)
     assert train_main(["all", "--config", str(cfg_path)]) == 2
-    assert "[--resume or --overwrite]" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("emmafuse train: error: argument --resume or --overwrite: ") and err.count("\n") == 1
     # a finished run resumes to the end without training again
     again = Trainer(finished_run.cfg, resume=True)
     again.train_fuser()

@@ -14,7 +14,7 @@ import argparse
 import contextlib
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from emmafuse.errors import EmmafuseError
@@ -113,15 +113,19 @@ FLAGS: dict[str, str] = {
 }
 
 
-def error_line(exc: BaseException, command: str | None = None) -> str:
+def error_line(
+    exc: BaseException, command: str | None = None, flag_of: Callable[[str], str | None] | None = None
+) -> str:
     """The one line printed for a user-facing error: a :class:`CliError`, an
-    :class:`~emmafuse.errors.EmmafuseError` (with the flag of its ``parameter``) or an
+    :class:`~emmafuse.errors.EmmafuseError` (with the flag of its ``parameter``: ``flag_of``, a
+    command's own lookup set with ``set_defaults(flag_of=...)``, else :data:`FLAGS`) or an
     ``OSError`` about a file."""
     if isinstance(exc, CliError):
         return exc.line(command)
     prefix = f"emmafuse {command}" if command else "emmafuse"
     if isinstance(exc, EmmafuseError):
-        flag = FLAGS.get(exc.parameter or "")
+        parameter = exc.parameter or ""
+        flag = (flag_of(parameter) if flag_of is not None else None) or FLAGS.get(parameter)
         return f"{prefix}: error: {f'argument {flag}: ' if flag else ''}{exc}"
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"{prefix}: error: {exc.filename}: {exc.strerror or exc}"
@@ -136,7 +140,7 @@ def run_command(args: argparse.Namespace) -> int:
         with warn_once():
             return int(args.func(args) or 0)
     except EmmafuseError as exc:
-        print(error_line(exc, getattr(args, "command", None)), file=sys.stderr)
+        print(error_line(exc, getattr(args, "command", None), getattr(args, "flag_of", None)), file=sys.stderr)
         return 2
     except OSError as exc:
         if exc.filename is None:  # not about a file the user named (a socket, the GPU, ...): a bug

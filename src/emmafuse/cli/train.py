@@ -63,13 +63,10 @@ _PARAMETER_FLAGS: dict[str, str] = {
 }
 
 
-def _with_flag(exc: Exception) -> str:
-    """The error's message plus the flag of its ``parameter`` (``--set KEY=VALUE`` for a config key without one)."""
-    parameter = getattr(exc, "parameter", None)
-    if not parameter:
-        return str(exc)
-    flag = _PARAMETER_FLAGS.get(parameter) or (f"--set {parameter}=..." if "." in parameter else None)
-    return f"{exc} [{flag}]" if flag else str(exc)
+def _flag_of(parameter: str) -> str | None:
+    """The flag of a config key or argument the library names (``--set KEY=...`` for a key
+    without a flag of its own); ``run_command`` prints it with the error."""
+    return _PARAMETER_FLAGS.get(parameter) or (f"--set {parameter}=..." if "." in parameter else None)
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -126,6 +123,7 @@ def add_train_command(subparsers: Any) -> argparse.ArgumentParser:
 
     p = sub.add_parser("recipes", help="list the shipped training recipes")
     p.set_defaults(func=_cmd_recipes)
+    train.set_defaults(flag_of=_flag_of)  # the sub-commands' parsers inherit it
     return train
 
 
@@ -181,11 +179,6 @@ def _build_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _run(args: argparse.Namespace, action: Callable[[Trainer], object]) -> int:
-    from emmafuse.errors import WeightsError
-    from emmafuse.train.ckpt_io import CheckpointError
-    from emmafuse.train.config import ConfigError
-    from emmafuse.train.data import DataError
-    from emmafuse.train.run_folder import RunFolderError
     from emmafuse.train.preflight import check_export
     from emmafuse.train.trainer import Trainer
 
@@ -200,8 +193,6 @@ def _run(args: argparse.Namespace, action: Callable[[Trainer], object]) -> int:
             _suggest_recipe(cfg)
         action(trainer)
         return 0
-    except (ConfigError, DataError, RunFolderError, CheckpointError, WeightsError, FileNotFoundError) as exc:
-        raise _error(_with_flag(exc)) from exc
     except KeyboardInterrupt:
         print("emmafuse train: interrupted; continue with --resume", file=sys.stderr)
         return 130
@@ -265,13 +256,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_defaults(args: argparse.Namespace) -> int:
-    from emmafuse.train.config import ConfigError, TrainConfig
+    from emmafuse.train.config import TrainConfig
     from emmafuse.train.resolve import resolve_config
 
-    try:
-        cfg = resolve_config(args.recipe) if args.recipe else TrainConfig()
-    except ConfigError as exc:
-        raise _error(_with_flag(exc)) from exc
+    cfg = resolve_config(args.recipe) if args.recipe else TrainConfig()
     print(json.dumps(cfg.to_dict(), indent=2))
     return 0
 
