@@ -24,7 +24,6 @@ __all__ = [
     "MAX_ABS_VALUE",
     "check_preset",
     "as_gray",
-    "check_images",
     "Prepared",
     "Metric",
     "windows_dot_t",
@@ -81,11 +80,6 @@ def as_gray(image: object, name: str = "image") -> np.ndarray:
     |values| <= :data:`MAX_ABS_VALUE`.
     """
     return _validate(image, name)[0]
-
-
-def check_images(*images: object, names: tuple[str, ...] = ("fused", "a", "b")) -> list[np.ndarray]:
-    """Validate several gray images (see :func:`as_gray`) and require equal shapes."""
-    return [x[0] for x in _check_all(images, names)]
 
 
 def _check_all(images: tuple[object, ...], names: tuple[str, ...]) -> list[tuple[np.ndarray, float, float, bool]]:
